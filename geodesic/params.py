@@ -1,0 +1,84 @@
+"""The sections of ``params.yaml`` as typed settings (see :mod:`geodesic.settings`).
+
+``load_params("params.yaml")`` returns a :class:`Params`; stages, flows and the command line all
+go through it, so every entry point rejects the same bad input with the same message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geodesic.settings import ParamsError, load_yaml, parse_section, setting
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+MODELS = ("mlp", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
+SOLVERS = ("qp", "cg", "penalty")
+OUTPUTS = ("logits", "probs", "fisher")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DataSettings:
+    name: str = setting("digits", "dataset", choices=DATASETS)
+    root: str = setting("data/raw", "folder of the torchvision files (mnist, cifar)")
+    val_fraction: float = setting(0.1, "fraction of the training set held out for validation",
+                                  low=0.0, high=0.5, high_open=True)
+    train_limit: int = setting(0, "keep at most this many training examples (0: all)", low=0)
+    test_limit: int = setting(0, "keep at most this many test examples (0: all)", low=0)
+    seed: int = setting(0, "seed of the train/validation split", low=0)
+
+
+@dataclass
+class ModelSettings:
+    name: str = setting("mlp", "architecture", choices=MODELS)
+    widths: list[int] = setting([300, 100], "hidden widths of the mlp", low=1)
+
+
+@dataclass
+class TrainSettings:
+    seeds: list[int] = setting([0, 1], "one base network per seed", low=0)
+    optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adam"))
+    lr: float = setting(0.05, "learning rate", low=0.0, low_open=True)
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
+    weight_decay: float = setting(5e-4, "L2 weight decay", low=0.0)
+    epochs: int = setting(30, "training epochs", low=1)
+    batch_size: int = setting(64, "minibatch size", low=1)
+    device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
+
+    def validate(self, prefix: str) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"{prefix}.seeds", self.seeds, "distinct seeds")
+        if not self.seeds:
+            raise ParamsError(f"{prefix}.seeds", self.seeds, "at least one seed")
+
+
+@dataclass
+class GeodesicSettings:
+    """Settings shared by every traversal: the metric, the step solver and the bookkeeping."""
+
+    solver: str = setting("cg", "step solver", choices=SOLVERS)
+    eta: float = setting(0.05, "Euclidean length of each step", low=0.0, low_open=True)
+    beta: float = setting(1.0, "weight of the objective's direction", low=0.0, low_open=True)
+    output: str = setting("logits", "output space of the metric", choices=OUTPUTS)
+    metric_batch: int = setting(256, "inputs the metric averages over", low=1)
+    cg_iters: int = setting(10, "conjugate-gradient iterations per step (cg)", low=1)
+    damping: float = setting(1e-3, "damping lambda of g + lambda I (cg)", low=0.0, low_open=True)
+    qp_iters: int = setting(20, "inner iterations of the constrained solve (qp)", low=1)
+    max_steps: int = setting(2000, "step budget of the whole traversal", low=0)
+    eval_every: int = setting(10, "held-out evaluation every k steps", low=1)
+    checkpoint_every: int = setting(50, "path checkpoint every k steps", low=1)
+    device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
+
+
+@dataclass
+class Params:
+    data: DataSettings = setting(DataSettings(), "dataset and splits")
+    model: ModelSettings = setting(ModelSettings(), "architecture")
+    train: TrainSettings = setting(TrainSettings(), "base-network training")
+
+
+def parse_params(data: dict) -> Params:
+    return parse_section(Params, data)
+
+
+def load_params(path="params.yaml") -> Params:
+    return parse_params(load_yaml(path))

@@ -1,0 +1,120 @@
+"""Typed settings parsed from ``params.yaml``: the one place where parameters are checked.
+
+Each section of ``params.yaml`` is a dataclass whose fields carry a default, a help string and
+the allowed values (``choices``, ``low``/``high`` bounds). :func:`parse` turns a plain mapping
+into those dataclasses and fails on the first unknown key, wrong type or out-of-range value with
+a :class:`ParamsError` naming the key, the value and what is allowed. It needs no torch, so bad
+input is rejected before anything heavy is imported.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A parameter is unknown, of the wrong type, or outside what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"params: {key} = {value!r} is not allowed: {allowed}")
+
+
+def setting(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
+            high: float | None = None, low_open: bool = False, high_open: bool = False):
+    """A dataclass field with a help string and the allowed values (bounds apply per element)."""
+    meta = dict(help=help, choices=choices, low=low, high=high, low_open=low_open,
+                high_open=high_open)
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _check_type(key, value, args[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(key, value, f"a list of {typing.get_args(tp)[0].__name__}")
+        return [_check_type(f"{key}[{i}]", v, typing.get_args(tp)[0]) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ParamsError(key, value, f"a mapping with keys {', '.join(_names(tp))}")
+        return parse_section(tp, value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool) or not isinstance(value, tp) or (
+            tp is not bool and isinstance(value, bool)):
+        raise ParamsError(key, value, f"a value of type {tp.__name__}")
+    return value
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            raise ParamsError(key, v, f"one of {', '.join(map(str, meta['choices']))}")
+        low, high = meta.get("low"), meta.get("high")
+        if low is not None and (v < low or (meta["low_open"] and v == low)):
+            raise ParamsError(key, v, f"{'>' if meta['low_open'] else '>='} {low}")
+        if high is not None and (v > high or (meta["high_open"] and v == high)):
+            raise ParamsError(key, v, f"{'<' if meta['high_open'] else '<='} {high}")
+
+
+def _names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def parse_section(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``, checking keys, types, ranges, then ``cls.validate``."""
+    hints = typing.get_type_hints(cls)
+    known = _names(cls)
+    for key in data:
+        if key not in known:
+            raise ParamsError(f"{prefix}.{key}".lstrip("."), data[key],
+                              f"a known key of {prefix or 'params'}: {', '.join(known)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{prefix}.{f.name}".lstrip(".")
+        value = _check_type(key, data[f.name], hints[f.name])
+        _check_range(key, value, dict(f.metadata))
+        kwargs[f.name] = value
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(prefix)
+    return obj
+
+
+def to_dict(obj) -> dict:
+    """The plain mapping of a settings dataclass (what ``params.yaml`` would hold)."""
+    return dataclasses.asdict(obj)
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: the dotted keys that ``dvc exp run -S`` uses."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def load_yaml(path) -> dict:
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ParamsError("params", data, "a mapping of sections")
+    return data
