@@ -1,0 +1,196 @@
+"""The functional metric on weight space, as matrix-free products.
+
+For a network f(x; w) with outputs z in R^m and an output-space operator H(z) (symmetric,
+positive semi-definite), the metric at w over a batch B of inputs is
+
+    g(w) = (1/|B|) sum_{x in B} J_x^T H(z_x) J_x,        J_x = df(x; w)/dw,
+
+so that theta^T g theta is, to first order, the mean squared change of the outputs caused by
+the weight perturbation theta. Output kinds (``OUTPUT_KINDS``):
+
+    logits  H = I                          change of raw logits (default)
+    probs   H = S S,  S = diag(p) - p p^T  change of softmax probabilities (dp = S dz)
+    fisher  H = S                          Fisher information metric, the second-order
+                                           expansion of KL(p(w) || p(w + theta))
+
+g is never formed. ``LocalMetric.mvp`` computes g theta = (1/|B|) J^T H (J theta) with one
+forward-mode product (``torch.func.jvp``) and one reverse-mode product through a ``vjp``
+closure built once per point w and reused for every product at that point.
+
+Models are always evaluated in eval mode here: BatchNorm uses its running statistics and no
+buffer is updated, so the metric is a function of the weights alone.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, jvp, vjp
+
+from geodesic.registry import Registry
+
+OUTPUT_KINDS: Registry[Callable] = Registry("metric output kind")
+
+
+def _softmax_jacobian_product(z: Tensor, u: Tensor) -> Tensor:
+    """S u with S = diag(p) - p p^T, p = softmax(z), row by row."""
+    p = torch.softmax(z, dim=-1)
+    return p * u - p * (p * u).sum(-1, keepdim=True)
+
+
+@OUTPUT_KINDS.register("logits")
+def logits_operator(z: Tensor, u: Tensor) -> Tensor:
+    return u
+
+
+@OUTPUT_KINDS.register("probs")
+def probs_operator(z: Tensor, u: Tensor) -> Tensor:
+    return _softmax_jacobian_product(z, _softmax_jacobian_product(z, u))
+
+
+@OUTPUT_KINDS.register("fisher")
+def fisher_operator(z: Tensor, u: Tensor) -> Tensor:
+    return _softmax_jacobian_product(z, u)
+
+
+def output_distance_gradient(kind: str, z: Tensor, z0: Tensor) -> Tensor:
+    """dD/dz for the output distance matching each metric (its Hessian at z = z0 is H):
+
+    logits  D = 1/2 ||z - z0||^2            dD/dz = z - z0
+    probs   D = 1/2 ||p - p0||^2            dD/dz = S (p - p0)
+    fisher  D = KL(p0 || p)                 dD/dz = p - p0
+    """
+    if kind == "logits":
+        return z - z0
+    dp = torch.softmax(z, -1) - torch.softmax(z0, -1)
+    return _softmax_jacobian_product(z, dp) if kind == "probs" else dp
+
+
+class ParameterSpace:
+    """The trainable parameters of a module seen as one flat vector w in R^n."""
+
+    def __init__(self, model: nn.Module):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.dim = sum(self.numels)
+
+    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        return torch.cat([tensors[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, w: Tensor) -> dict[str, Tensor]:
+        return {n: t.view(s) for n, t, s in zip(self.names, w.split(self.numels), self.shapes)}
+
+    def get(self, model: nn.Module) -> Tensor:
+        return self.flatten(dict(model.named_parameters())).detach().clone()
+
+    @torch.no_grad()
+    def set(self, model: nn.Module, w: Tensor) -> None:
+        params = dict(model.named_parameters())
+        for name, value in self.unflatten(w).items():
+            params[name].copy_(value)
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+class FunctionalMetric:
+    """g(w) over a pool of inputs; ``at(w)`` linearises the network at w.
+
+    When the pool holds more than ``batch_size`` inputs, each call of ``at`` draws a fresh batch
+    with the metric's own generator (its state is part of ``state_dict``, so a resumed traversal
+    draws the same batches). ``reference`` weights w0 fix the outputs z0 = f(x; w0) against which
+    ``LocalMetric.distance_gradient`` measures the output distance.
+    """
+
+    def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
+                 batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0):
+        self.model, self.inputs, self.output = model, inputs, output
+        self.operator = OUTPUT_KINDS.get(output)
+        self.space = ParameterSpace(model)
+        self.buffers = {n: b for n, b in model.named_buffers()}
+        self.batch_size = min(batch_size or len(inputs), len(inputs))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reference = None if reference is None else reference.detach()
+        self.evals = 0  # forward+backward-equivalent evaluations, the unit of compute
+
+    def function(self, w: Tensor, x: Tensor) -> Tensor:
+        """z = f(x; w) with the module's buffers, in eval mode."""
+        with eval_mode(self.model):
+            return functional_call(self.model, {**self.space.unflatten(w), **self.buffers}, (x,))
+
+    def sample(self) -> Tensor:
+        if self.batch_size == len(self.inputs):
+            return self.inputs
+        idx = torch.randperm(len(self.inputs), generator=self.generator)[: self.batch_size]
+        return self.inputs[idx.to(self.inputs.device)]
+
+    def at(self, w: Tensor, x: Tensor | None = None) -> "LocalMetric":
+        return LocalMetric(self, w.detach(), self.sample() if x is None else x)
+
+    def dense(self, w: Tensor, x: Tensor | None = None) -> Tensor:
+        """The n x n matrix g(w), from the full Jacobian: for tests on small models only."""
+        x = self.inputs if x is None else x
+        z = self.function(w, x)
+        jac = jacrev(lambda v: self.function(v, x))(w)  # (B, m, n)
+        h = torch.stack([self.operator(z, e.expand_as(z)) for e in torch.eye(z.shape[-1],
+                         dtype=z.dtype, device=z.device)], dim=-1)  # (B, m, m): H_x columns
+        return torch.einsum("bin,bij,bjk->nk", jac, h, jac) / x.shape[0]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class LocalMetric:
+    """The metric linearised at one point w on one batch x: products reuse one vjp closure."""
+
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
+        self.metric, self.w, self.x = metric, w, x
+        self.z, self._pullback = vjp(lambda v: metric.function(v, x), w)
+        self.z = self.z.detach()
+        metric.evals += 1
+
+    def jvp(self, theta: Tensor) -> Tensor:
+        """J theta: the first-order change of the outputs, shape (B, m)."""
+        return jvp(lambda v: self.metric.function(v, self.x), (self.w,), (theta,))[1]
+
+    def pullback(self, u: Tensor) -> Tensor:
+        """(1/|B|) J^T u for an output-space vector u of shape (B, m)."""
+        return self._pullback(u)[0] / self.x.shape[0]
+
+    def mvp(self, theta: Tensor) -> Tensor:
+        """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""
+        self.metric.evals += 1
+        return self.pullback(self.metric.operator(self.z, self.jvp(theta)))
+
+    def quadratic(self, theta: Tensor) -> Tensor:
+        """theta^T g theta = (1/|B|) sum_x (J_x theta)^T H (J_x theta), from one jvp."""
+        self.metric.evals += 1
+        u = self.jvp(theta)
+        return (u * self.metric.operator(self.z, u)).sum() / self.x.shape[0]
+
+    def distance_gradient(self) -> Tensor:
+        """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""
+        if self.metric.reference is None:
+            raise ValueError("distance_gradient needs a metric built with reference weights")
+        z0 = self.metric.function(self.metric.reference, self.x).detach()
+        self.metric.evals += 1
+        return self.pullback(output_distance_gradient(self.metric.output, self.z, z0))
+
+
+def functional_length(local: LocalMetric, theta: Tensor) -> float:
+    """sqrt(theta^T g(w) theta): the length of a step measured by the change of function."""
+    return float(local.quadratic(theta).clamp_min(0).sqrt())

@@ -1,0 +1,128 @@
+"""Solvers of the per-step problem
+
+    theta* = argmin_theta  theta^T g theta - beta <theta, v>   subject to  ||theta||_2 <= eta
+
+given a :class:`~geodesic.metric.LocalMetric` (products with g at the current point) and the
+objective's direction v. Every solver returns a :class:`Step` with ||theta|| <= eta.
+
+    qp       projected accelerated gradient on the quadratic (the paper's formulation)
+    cg       conjugate gradient on (g + lambda I) theta = beta v / 2, then the trust-region
+             scaling theta <- theta min(1, eta / ||theta||) (natural-gradient view)
+    penalty  the authors' released-code form: a step of Euclidean length eta along
+             -grad [D(w) - beta <w, v>], D the output distance to the starting network,
+             i.e. theta = eta d / ||d||,  d = beta v - grad D(w)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from geodesic.metric import LocalMetric
+from geodesic.registry import Registry
+
+SOLVERS: Registry[type] = Registry("solver")
+
+
+@dataclass
+class Step:
+    theta: Tensor
+    quad: Tensor | None = None  # theta^T g theta when the solver has it for free
+    residual: float | None = None  # relative residual of the linear solve (cg)
+
+
+def _scale_to_ball(theta: Tensor, eta: float) -> Tensor:
+    norm = theta.norm()
+    return theta * (eta / norm) if norm > eta else theta
+
+
+@SOLVERS.register("cg")
+@dataclass
+class ConjugateGradient:
+    """k iterations of CG from 0 on (g + lambda I) x = beta v / 2; theta = x min(1, eta/||x||).
+
+    theta^T g theta comes for free from the residual: (g + lambda I) x = b - r.
+    """
+
+    iters: int = 10
+    damping: float = 1e-3
+
+    @classmethod
+    def from_settings(cls, s) -> "ConjugateGradient":
+        return cls(iters=s.cg_iters, damping=s.damping)
+
+    def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
+        b = 0.5 * beta * v
+        x = torch.zeros_like(b)
+        r, p = b.clone(), b.clone()
+        rr = r.dot(r)
+        b_norm = rr.sqrt()
+        for _ in range(self.iters):
+            if rr.sqrt() <= 1e-12 * b_norm:
+                break
+            ap = local.mvp(p) + self.damping * p
+            alpha = rr / p.dot(ap)
+            x.add_(alpha * p)
+            r.sub_(alpha * ap)
+            rr_new = r.dot(r)
+            p = r + (rr_new / rr) * p
+            rr = rr_new
+        quad = x.dot(b - r) - self.damping * x.dot(x)
+        scale = min(1.0, eta / float(x.norm().clamp_min(1e-30)))
+        return Step(x * scale, quad * scale**2, float(rr.sqrt() / b_norm.clamp_min(1e-30)))
+
+
+@SOLVERS.register("qp")
+@dataclass
+class ProjectedGradient:
+    """FISTA on q(theta) = theta^T g theta - beta <theta, v> over the ball ||theta|| <= eta.
+
+    Step size 1/L with L = 2 lambda_max(g), lambda_max from ``power_iters`` power iterations
+    (times a safety factor of 2, since power iteration approaches lambda_max from below);
+    the start point is eta v / ||v||, the optimum when g = 0.
+    """
+
+    iters: int = 20
+    power_iters: int = 3
+
+    @classmethod
+    def from_settings(cls, s) -> "ProjectedGradient":
+        return cls(iters=s.qp_iters)
+
+    def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
+        u = v / v.norm().clamp_min(1e-30)
+        lam = torch.zeros((), dtype=v.dtype, device=v.device)
+        for _ in range(self.power_iters):
+            gu = local.mvp(u)
+            lam = gu.norm()
+            u = gu / lam.clamp_min(1e-30)
+        step = 1.0 / (4.0 * float(lam.clamp_min(1e-12)))
+        theta = eta * v / v.norm().clamp_min(1e-30)
+        y, t = theta.clone(), 1.0
+        for _ in range(self.iters):
+            grad = 2.0 * local.mvp(y) - beta * v
+            new = _scale_to_ball(y - step * grad, eta)
+            t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
+            y = new + ((t - 1.0) / t_new) * (new - theta)
+            theta, t = new, t_new
+        return Step(theta)
+
+
+@SOLVERS.register("penalty")
+@dataclass
+class Penalty:
+    """theta = eta d / ||d|| with d = beta v - grad D(w): one pullback, no metric products."""
+
+    @classmethod
+    def from_settings(cls, s) -> "Penalty":
+        return cls()
+
+    def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
+        d = beta * v - local.distance_gradient()
+        return Step(eta * d / d.norm().clamp_min(1e-30))
+
+
+def build_solver(settings) -> "ConjugateGradient | ProjectedGradient | Penalty":
+    """The solver named by ``settings.solver`` (a :class:`~geodesic.params.GeodesicSettings`)."""
+    return SOLVERS.get(settings.solver).from_settings(settings)
