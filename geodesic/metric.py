@@ -109,8 +109,9 @@ class FunctionalMetric:
 
     When the pool holds more than ``batch_size`` inputs, each call of ``at`` draws a fresh batch
     with the metric's own generator (its state is part of ``state_dict``, so a resumed traversal
-    draws the same batches). ``reference`` weights w0 fix the outputs z0 = f(x; w0) against which
-    ``LocalMetric.distance_gradient`` measures the output distance.
+    draws the same batches). ``reference`` weights w0 (default: the model's weights when the metric is built) fix the
+    outputs z0 = f(x; w0) against which ``LocalMetric.distance_gradient`` measures the output
+    distance.
     """
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
@@ -121,7 +122,7 @@ class FunctionalMetric:
         self.buffers = {n: b for n, b in model.named_buffers()}
         self.batch_size = min(batch_size or len(inputs), len(inputs))
         self.generator = torch.Generator().manual_seed(seed)
-        self.reference = None if reference is None else reference.detach()
+        self.reference = (self.space.get(model) if reference is None else reference).detach()
         self.evals = 0  # forward+backward-equivalent evaluations, the unit of compute
 
     def function(self, w: Tensor, x: Tensor) -> Tensor:
@@ -184,9 +185,8 @@ class LocalMetric:
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""
-        if self.metric.reference is None:
-            raise ValueError("distance_gradient needs a metric built with reference weights")
-        z0 = self.metric.function(self.metric.reference, self.x).detach()
+        with torch.no_grad():
+            z0 = self.metric.function(self.metric.reference, self.x)
         self.metric.evals += 1
         return self.pullback(output_distance_gradient(self.metric.output, self.z, z0))
 

@@ -62,6 +62,8 @@ class GeodesicSettings:
     metric_batch: int = setting(256, "inputs the metric averages over", low=1)
     cg_iters: int = setting(10, "conjugate-gradient iterations per step (cg)", low=1)
     damping: float = setting(1e-3, "damping lambda of g + lambda I (cg)", low=0.0, low_open=True)
+    cg_mode: str = setting("trust_region", "cg: exact Krylov trust-region step, or CG then "
+                           "rescaling to eta", choices=("trust_region", "rescale"))
     qp_iters: int = setting(20, "inner iterations of the constrained solve (qp)", low=1)
     max_steps: int = setting(2000, "step budget of the whole traversal", low=0)
     eval_every: int = setting(10, "held-out evaluation every k steps", low=1)

@@ -6,8 +6,9 @@ given a :class:`~geodesic.metric.LocalMetric` (products with g at the current po
 objective's direction v. Every solver returns a :class:`Step` with ||theta|| <= eta.
 
     qp       projected accelerated gradient on the quadratic (the paper's formulation)
-    cg       conjugate gradient on (g + lambda I) theta = beta v / 2, then the trust-region
-             scaling theta <- theta min(1, eta / ||theta||) (natural-gradient view)
+    cg       Krylov (Lanczos / conjugate-gradient) solution with A = g + lambda I: the exact
+             trust-region step in the Krylov space, or CG on A theta = beta v / 2 followed by
+             theta <- theta min(1, eta / ||theta||) (natural-gradient view)
     penalty  the authors' released-code form: a step of Euclidean length eta along
              -grad [D(w) - beta <w, v>], D the output distance to the starting network,
              i.e. theta = eta d / ||d||,  d = beta v - grad D(w)
@@ -40,20 +41,30 @@ def _scale_to_ball(theta: Tensor, eta: float) -> Tensor:
 @SOLVERS.register("cg")
 @dataclass
 class ConjugateGradient:
-    """k iterations of CG from 0 on (g + lambda I) x = beta v / 2; theta = x min(1, eta/||x||).
+    """Krylov solution of the step problem with A = g + lambda I, c = beta v, k products.
 
-    theta^T g theta comes for free from the residual: (g + lambda I) x = b - r.
+    ``trust_region=True`` (default): k Lanczos steps on A from c give A ~ Q T Q^T; the step
+    problem restricted to the Krylov space, min y^T T y - c^T Q y s.t. ||y|| <= eta, is solved
+    exactly (eigendecomposition of the k x k T, bisection on the multiplier mu of
+    2 (T + mu I) y = ||c|| e_1), so lambda + mu is the damping that makes ||theta|| = eta
+    (the GLTR method). ``trust_region=False``: k CG iterations on A x = c / 2, then
+    theta = x min(1, eta / ||x||). Either way theta^T g theta comes for free.
     """
 
     iters: int = 10
     damping: float = 1e-3
+    trust_region: bool = True
 
     @classmethod
     def from_settings(cls, s) -> "ConjugateGradient":
-        return cls(iters=s.cg_iters, damping=s.damping)
+        return cls(iters=s.cg_iters, damping=s.damping, trust_region=s.cg_mode == "trust_region")
 
     def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
-        b = 0.5 * beta * v
+        c = beta * v
+        return (self._lanczos if self.trust_region else self._rescaled_cg)(local, c, eta)
+
+    def _rescaled_cg(self, local: LocalMetric, c: Tensor, eta: float) -> Step:
+        b = 0.5 * c
         x = torch.zeros_like(b)
         r, p = b.clone(), b.clone()
         rr = r.dot(r)
@@ -71,6 +82,43 @@ class ConjugateGradient:
         quad = x.dot(b - r) - self.damping * x.dot(x)
         scale = min(1.0, eta / float(x.norm().clamp_min(1e-30)))
         return Step(x * scale, quad * scale**2, float(rr.sqrt() / b_norm.clamp_min(1e-30)))
+
+    def _lanczos(self, local: LocalMetric, c: Tensor, eta: float) -> Step:
+        c_norm = c.norm()
+        basis = [c / c_norm.clamp_min(1e-30)]
+        alphas, betas = [], []
+        for j in range(self.iters):
+            u = local.mvp(basis[j])
+            alphas.append(basis[j].dot(u))
+            for q in basis:  # full reorthogonalisation: k is small
+                u = u - q.dot(u) * q
+            b = u.norm()
+            if j + 1 == self.iters or b <= 1e-10 * alphas[0].abs().clamp_min(1e-30):
+                break
+            betas.append(b)
+            basis.append(u / b)
+        k = len(alphas)
+        t = torch.diag(torch.stack(alphas)).double()
+        if k > 1:
+            off = torch.stack(betas[: k - 1]).double()
+            t = t + torch.diag(off, 1) + torch.diag(off, -1)
+        d, vecs = torch.linalg.eigh(t)
+        d = d.clamp_min(0.0) + self.damping
+        rhs = float(c_norm) * vecs[0]  # U^T (||c|| e_1)
+
+        def solve(mu: float) -> Tensor:
+            return vecs @ (rhs / (2.0 * (d + mu)))
+
+        y, lo, hi = solve(0.0), 0.0, float(c_norm) / (2.0 * eta)
+        if y.norm() > eta:
+            for _ in range(100):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if solve(mid).norm() > eta else (lo, mid)
+            y = solve(hi)
+        y = y.to(c.dtype)
+        theta = torch.stack(basis[:k], dim=1) @ y
+        quad = y.dot(t.to(c.dtype) @ y)
+        return Step(theta, quad, None)
 
 
 @SOLVERS.register("qp")
