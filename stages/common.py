@@ -1,0 +1,55 @@
+"""What every stage shares: parameters, logging, file locations, the base networks."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from geodesic.params import Params, load_params
+from geodesic.settings import ParamsError
+
+PARAMS = Path("params.yaml")
+DATASET = Path("data/prepared/dataset.safetensors")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+PATHS = Path("paths")
+
+
+def model_file(seed: int) -> Path:
+    return MODELS / f"seed{seed}.safetensors"
+
+
+def main(stage: Callable[[Params], None]) -> None:
+    """Run ``stage`` with the checked parameters; bad parameters exit 2 with one message."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        params = load_params(PARAMS)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    stage(params)
+
+
+def params_dict(params: Params, *sections: str) -> dict:
+    """The named sections as plain mappings (what the stage depends on)."""
+    return {name: dataclasses.asdict(getattr(params, name)) for name in sections}
+
+
+def load_data(params: Params):
+    from geodesic.data import load_saved
+    return load_saved(DATASET)
+
+
+def load_base_model(params: Params, seed: int, device="cpu"):
+    """The base network trained with ``seed`` by the train stage."""
+    from geodesic.io import load_tensors
+    from geodesic.models import build_model
+    data = load_data(params)
+    model = build_model(params.model.name, data.in_shape, data.num_classes, params.model.widths)
+    state, _ = load_tensors(model_file(seed))
+    model.load_state_dict(state)
+    return model.to(device)

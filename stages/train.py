@@ -1,0 +1,52 @@
+"""Stage ``train``: one base network per seed in ``train.seeds`` (mode connectivity needs two),
+written to ``models/seed<N>.safetensors``; ``metrics/train.json`` holds their test accuracy."""
+from __future__ import annotations
+
+import logging
+import statistics
+
+import torch
+
+from geodesic import tracking
+from geodesic.device import resolve_device
+from geodesic.io import save_tensors, write_json
+from geodesic.models import build_model
+from geodesic.params import Params
+from geodesic.train import TrainConfig, train
+from stages.common import METRICS, MODELS, load_data, main, model_file, params_dict
+
+log = logging.getLogger("stages.train")
+
+
+def train_stage(params: Params) -> None:
+    t = params.train
+    device = resolve_device(t.device)
+    data = load_data(params)
+    results = {}
+    with tracking.stage_run("train", params_dict(params, "data", "model", "train")):
+        for seed in t.seeds:
+            cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
+                              t.batch_size, seed)
+            with tracking.method_run(f"seed{seed}", {"seed": seed}):
+                torch.manual_seed(seed)
+                model = build_model(params.model.name, data.in_shape, data.num_classes,
+                                    params.model.widths)
+                result = train(model, data, cfg, device=device, directory=MODELS / f"seed{seed}",
+                               on_epoch=lambda r, m: tracking.log_metrics(r, step=r["epoch"]))
+                save_tensors(model_file(seed), model.state_dict())
+                tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss,
+                                      "val_acc": result.val_acc, "seconds": result.seconds})
+                tracking.log_artifact(model_file(seed), "model")
+            log.info("seed %d: test accuracy %.4f in %.1fs", seed, result.test_acc,
+                     result.seconds)
+            results[str(seed)] = {"test_acc": result.test_acc, "test_loss": result.test_loss,
+                                  "val_acc": result.val_acc, "seconds": result.seconds}
+        accs = [r["test_acc"] for r in results.values()]
+        summary = {"test_acc_mean": statistics.mean(accs), "test_acc_min": min(accs),
+                   "seeds": results}
+        write_json(METRICS / "train.json", summary)
+        tracking.log_metrics({"test_acc_mean": summary["test_acc_mean"]})
+
+
+if __name__ == "__main__":
+    main(train_stage)
