@@ -71,11 +71,50 @@ class GeodesicSettings:
     device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
 
 
+# --- sparsify -------------------------------------------------------------------------------
+
+
+@dataclass
+class SparsifySettings(GeodesicSettings):
+    """Application (i): from the dense base network to sparse ones along a geodesic."""
+
+    seed: int = setting(0, "which base network (a seed of train.seeds)", low=0)
+    levels: list[float] = setting([0.5, 0.8, 0.9, 0.95, 0.98], "sparsity schedule",
+                                  low=0.0, high=1.0, high_open=True)
+
+
+# --- continual ------------------------------------------------------------------------------
+
+
+@dataclass
+class ContinualSettings(GeodesicSettings):
+    """Application (ii): learn new tasks along paths that keep the earlier tasks' outputs."""
+
+    seed: int = setting(0, "seed of the task order and of the first task's network", low=0)
+
+
+# --- connect --------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectSettings(GeodesicSettings):
+    """Application (iii): a high-accuracy path between two independently trained networks."""
+
+    seeds: list[int] = setting([0, 1], "the two base networks: from seeds[0] to seeds[1]", low=0)
+
+
+# --- all sections ---------------------------------------------------------------------------
+
+
 @dataclass
 class Params:
     data: DataSettings = setting(DataSettings(), "dataset and splits")
     model: ModelSettings = setting(ModelSettings(), "architecture")
     train: TrainSettings = setting(TrainSettings(), "base-network training")
+    sparsify: SparsifySettings = setting(SparsifySettings(), "sparsification (stage sparsify)")
+    continual: ContinualSettings = setting(ContinualSettings(), "continual learning (stage "
+                                           "continual)")
+    connect: ConnectSettings = setting(ConnectSettings(), "mode connectivity (stage connect)")
 
 
 def parse_params(data: dict) -> Params:
