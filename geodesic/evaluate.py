@@ -6,6 +6,7 @@
                                     every evaluated point of a curve; a no-op without BatchNorm
     score_weights(model, space, w, split, recalibrate=x)
                                     the same for a flat weight vector w, on a copy of the model
+    AccuracyCallback                held-out accuracy recorded along a traversal every k steps
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from geodesic.data import Split
 from geodesic.metric import ParameterSpace, eval_mode
+from geodesic.traverse import Callback
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -69,3 +71,24 @@ def score_weights(model: nn.Module, space: ParameterSpace, w: Tensor, split: Spl
     if recalibrate is not None:
         recalibrate_batchnorm(probe, recalibrate)
     return accuracy(probe, split)
+
+
+class AccuracyCallback(Callback):
+    """Adds ``<key>_acc`` and ``<key>_loss`` of the current point to every ``every``-th step
+    record (and to milestone records), scoring a copy of the model; for traversals."""
+
+    def __init__(self, model: nn.Module, space: ParameterSpace, split: Split, every: int,
+                 key: str = "test", recalibrate: Tensor | None = None):
+        self.model, self.space, self.split, self.every = model, space, split, every
+        self.key, self.recalibrate = key, recalibrate
+
+    def _score(self, record: dict, w: Tensor) -> None:
+        acc, loss = score_weights(self.model, self.space, w, self.split, self.recalibrate)
+        record[f"{self.key}_acc"], record[f"{self.key}_loss"] = acc, loss
+
+    def on_step(self, record: dict, w: Tensor) -> None:
+        if record["step"] % self.every == 0:
+            self._score(record, w)
+
+    def on_milestone(self, name: str, record: dict, w: Tensor) -> None:
+        self._score(record, w)
