@@ -78,6 +78,7 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
     """One MLflow run for one stage execution; yields the active run."""
     mlflow.set_tracking_uri(tracking_uri())
     exp = experiment_id(experiment or stage)
+    mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
             **extra_tags()}
     parent = os.environ.get("GEODESIC_PARENT_RUN_ID")

@@ -35,7 +35,7 @@ def train_stage(params: Params) -> None:
                                on_epoch=lambda r, m: tracking.log_metrics(r, step=r["epoch"]))
                 save_tensors(model_file(seed), model.state_dict())
                 tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss,
-                                      "val_acc": result.val_acc, "seconds": result.seconds})
+                                      "seconds": result.seconds})
                 tracking.log_artifact(model_file(seed), "model")
             log.info("seed %d: test accuracy %.4f in %.1fs", seed, result.test_acc,
                      result.seconds)
