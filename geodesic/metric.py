@@ -13,22 +13,36 @@ the weight perturbation theta. Output kinds (``OUTPUT_KINDS``):
     fisher  H = S                          Fisher information metric, the second-order
                                            expansion of KL(p(w) || p(w + theta))
 
-g is never formed. ``LocalMetric.mvp`` computes g theta = (1/|B|) J^T H (J theta) with one
-forward-mode product (``torch.func.jvp``) and one reverse-mode product through a ``vjp``
-closure built once per point w and reused for every product at that point.
+g is never formed. ``LocalMetric.mvp`` computes g theta = (1/|B|) J^T H (J theta) from one
+linearisation of the network per point w (``FunctionalMetric.at``), reused by every product at
+that point:
+
+- fast path (:mod:`geodesic.fastmetric`), for chains of Linear / Conv / BatchNorm / pooling /
+  point-wise layers (the MLPs and VGGs): one forward pass at w saves the activations; J theta is
+  the per-layer forward tangent recursion over them (no primal recomputation) and J^T u is
+  reverse mode through the retained graph of that pass;
+- generic path, for any other module: J theta by ``torch.func.jvp`` (which recomputes the
+  forward pass) and J^T u through a ``torch.func.vjp`` closure.
+
+Both give the same numbers to rounding (tests/test_fast_paths.py); ``fast=False`` forces the
+generic path. ``amp=True`` runs the forward passes and tangents under CUDA autocast (bfloat16
+where supported, else float16) while z, the products and all solver state stay float32; on
+the CPU it is ignored.
 
 Models are always evaluated in eval mode here: BatchNorm uses its running statistics and no
 buffer is updated, so the metric is a function of the weights alone.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
+from geodesic.fastmetric import ChainLinearization, trace_chain
 from geodesic.registry import Registry
 
 OUTPUT_KINDS: Registry[Callable] = Registry("metric output kind")
@@ -109,13 +123,16 @@ class FunctionalMetric:
 
     When the pool holds more than ``batch_size`` inputs, each call of ``at`` draws a fresh batch
     with the metric's own generator (its state is part of ``state_dict``, so a resumed traversal
-    draws the same batches). ``reference`` weights w0 (default: the model's weights when the metric is built) fix the
-    outputs z0 = f(x; w0) against which ``LocalMetric.distance_gradient`` measures the output
-    distance.
+    draws the same batches). ``reference`` weights w0 (default: the model's weights when the
+    metric is built) fix the outputs z0 = f(x; w0) against which
+    ``LocalMetric.distance_gradient`` measures the output distance. ``fast`` selects the
+    per-layer products when the model is a supported chain (``self.chain`` is then not None);
+    ``amp`` enables CUDA autocast for the forward passes (see the module docstring).
     """
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
-                 batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0):
+                 batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0,
+                 *, fast: bool = True, amp: bool = False):
         self.model, self.inputs, self.output = model, inputs, output
         self.operator = OUTPUT_KINDS.get(output)
         self.space = ParameterSpace(model)
@@ -124,11 +141,28 @@ class FunctionalMetric:
         self.generator = torch.Generator().manual_seed(seed)
         self.reference = (self.space.get(model) if reference is None else reference).detach()
         self.evals = 0  # forward+backward-equivalent evaluations, the unit of compute
+        self.chain = trace_chain(model, self.space.names) if fast else None
+        self.amp = amp
+
+    def autocast(self):
+        """A CUDA autocast factory when ``amp`` is on and the inputs live on a GPU, else None."""
+        if not (self.amp and self.inputs.is_cuda):
+            return None
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return partial(torch.autocast, device_type="cuda", dtype=dtype)
 
     def function(self, w: Tensor, x: Tensor) -> Tensor:
         """z = f(x; w) with the module's buffers, in eval mode."""
         with eval_mode(self.model):
             return functional_call(self.model, {**self.space.unflatten(w), **self.buffers}, (x,))
+
+    def linearize(self, w: Tensor, x: Tensor) -> "ChainLinearization | GenericLinearization":
+        """The network at w on x: an object with ``z``, ``jvp(theta)`` and ``vjp(u)``."""
+        if self.chain is not None:
+            frozen = {n: p.detach() for n, p in self.model.named_parameters()
+                      if n not in set(self.space.names)}
+            return ChainLinearization(self.chain, self.space, w, x, frozen, self.autocast())
+        return GenericLinearization(self, w, x)
 
     def sample(self) -> Tensor:
         if self.batch_size == len(self.inputs):
@@ -155,22 +189,60 @@ class FunctionalMetric:
         self.generator.set_state(state["generator"])
 
 
+class GenericLinearization:
+    """Any module: J theta by ``torch.func.jvp`` (recomputing the forward pass), J^T u through
+    one ``torch.func.vjp`` closure built here and reused."""
+
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
+        self.autocast = metric.autocast()
+        self.function = lambda v: metric.function(v, x)
+        with self._autocast():
+            z, self._pullback = vjp(self.function, w)
+        self.w, self.out_dtype = w, z.dtype
+        self.z = z.detach().to(w.dtype)
+
+    def _autocast(self):
+        return self.autocast() if self.autocast is not None else nullcontext()
+
+    def jvp(self, theta: Tensor) -> Tensor:
+        with self._autocast():
+            return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
+
+    def vjp(self, u: Tensor) -> Tensor:
+        return self._pullback(u.to(self.out_dtype))[0]
+
+
 class LocalMetric:
-    """The metric linearised at one point w on one batch x: products reuse one vjp closure."""
+    """The metric linearised at one point w on one batch x: every product reuses one
+    linearisation (saved activations and the retained graph, or one vjp closure).
+
+    ``batch`` is the number of inputs the metric averages over and ``reduce`` sums a
+    per-batch quantity over it; on one process that is x itself (the identity), and
+    :class:`geodesic.distributed.DistributedMetric` overrides both to all-reduce across ranks.
+    """
 
     def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
         self.metric, self.w, self.x = metric, w, x
-        self.z, self._pullback = vjp(lambda v: metric.function(v, x), w)
-        self.z = self.z.detach()
+        self.linear = metric.linearize(w, x)
+        self.z = self.linear.z
         metric.evals += 1
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+    def reduce(self, total: Tensor) -> Tensor:
+        """Sum of a batch-summed quantity over every shard of the batch (here: one shard)."""
+        return total
 
     def jvp(self, theta: Tensor) -> Tensor:
         """J theta: the first-order change of the outputs, shape (B, m)."""
-        return jvp(lambda v: self.metric.function(v, self.x), (self.w,), (theta,))[1]
+        return self.linear.jvp(theta)
 
     def pullback(self, u: Tensor) -> Tensor:
-        """(1/|B|) J^T u for an output-space vector u of shape (B, m)."""
-        return self._pullback(u)[0] / self.x.shape[0]
+        """(1/|B|) J^T u for an output-space vector u of shape (B, m); the 1/|B| is applied to
+        the small u rather than the n-vector."""
+        return self.reduce(self.linear.vjp(u / self.batch))
 
     def mvp(self, theta: Tensor) -> Tensor:
         """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""
@@ -181,7 +253,7 @@ class LocalMetric:
         """theta^T g theta = (1/|B|) sum_x (J_x theta)^T H (J_x theta), from one jvp."""
         self.metric.evals += 1
         u = self.jvp(theta)
-        return (u * self.metric.operator(self.z, u)).sum() / self.x.shape[0]
+        return self.reduce((u * self.metric.operator(self.z, u)).sum()) / self.batch
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""
