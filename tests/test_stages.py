@@ -60,3 +60,42 @@ def test_bad_params_exit_before_compute_with_the_key_named(project):
     result = run_stage("train", cwd, env)
     assert result.returncode == 2
     assert "train.lr = -0.1" in result.stderr and "> 0.0" in result.stderr
+
+
+def strip_timing(obj):
+    if isinstance(obj, dict):
+        return {k: strip_timing(v) for k, v in obj.items() if k != "seconds"}
+    return obj
+
+
+def test_train_stage_killed_with_sigkill_resumes_to_the_same_metrics(project, tmp_path_factory):
+    import random
+    import signal
+    import time
+
+    cwd, env = project
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params["train"]["epochs"] = 8
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage("prepare", cwd, env).returncode == 0
+    reference = tmp_path_factory.mktemp("reference")
+    for item in ("params.yaml", "data"):
+        (shutil.copytree if (cwd / item).is_dir() else shutil.copy)(cwd / item, reference / item)
+    assert run_stage("train", reference, env).returncode == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(cwd.glob("checkpoints/train/*/seed0/train-state.pt")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cwd / "metrics/train.json").exists()
+    result = run_stage("train", cwd, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming training" in result.stderr
+    resumed = json.loads((cwd / "metrics/train.json").read_text())
+    uninterrupted = json.loads((reference / "metrics/train.json").read_text())
+    assert strip_timing(resumed) == strip_timing(uninterrupted)
