@@ -5,9 +5,11 @@ momentum-SGD update. The machines are shared and noisy, so every measured functi
 rounds that run the baseline and each candidate one after another; a figure is the median time
 of the candidate over the median time of the baseline in the same run (``ratio``), and the
 median of the per-round ratios is kept as well (``paired``), and the ratio of the fastest
-calls (``best``), which is what the code costs when no other job interrupts it: on a shared
-2-core machine a call is either undisturbed or preempted for a scheduler slice or more, so the
-medians move with the load (recorded in the machine info) while ``best`` barely does.
+calls (``best``) and the ratio of median process CPU times (``cpu``). On a shared 2-core machine
+a call is either undisturbed or preempted for a scheduler slice or more, and a long call is
+preempted more often than a short one, so under load the wall-clock medians move with the load
+(recorded in the machine info) and penalise the longer operation; ``best`` and ``cpu`` barely
+move (with one thread, ``--threads 1``, CPU time is the undisturbed wall time).
 """
 from __future__ import annotations
 
@@ -83,19 +85,23 @@ def sync() -> None:
 def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
               max_seconds: float | None = None) -> dict[str, list[float]]:
     """Seconds per call of each function, timed in ``rounds`` rounds that call every function
-    once in turn (so slow phases of a noisy machine hit all of them alike)."""
+    once in turn (so slow phases of a noisy machine hit all of them alike). The wall-clock
+    times are under the function's name; the process CPU times (all threads) under
+    ``name + "@cpu"``, which is the cost when other jobs take turns on the cores."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    times.update({f"{k}@cpu": [] for k in fns})
     start = time.perf_counter()
     for _ in range(rounds):
         for name, fn in fns.items():
             sync()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             sync()
             times[name].append(time.perf_counter() - t)
+            times[f"{name}@cpu"].append(time.process_time() - c)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
     return times
@@ -103,14 +109,21 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
 
 def ratios(times: dict[str, list[float]], base: str = "sgd") -> dict[str, dict[str, float]]:
     """Per function: median seconds; median / median of the baseline (``ratio``); median of the
-    per-round ratios (``paired``); fastest / fastest baseline call (``best``)."""
+    per-round ratios (``paired``); fastest / fastest baseline call (``best``); and the median
+    CPU-time ratio (``cpu``)."""
     b = statistics.median(times[base])
     out = {}
     for name, ts in times.items():
+        if name.endswith("@cpu"):
+            continue
         paired = [t / s for t, s in zip(ts, times[base])]
         out[name] = {"median_s": statistics.median(ts), "min_s": min(ts),
                      "ratio": statistics.median(ts) / b, "paired": statistics.median(paired),
                      "best": min(ts) / min(times[base]), "rounds": len(ts)}
+        cpu, cpu_base = times.get(f"{name}@cpu"), times.get(f"{base}@cpu")
+        if cpu and cpu_base:
+            out[name]["cpu_s"] = statistics.median(cpu)
+            out[name]["cpu"] = statistics.median(cpu) / max(statistics.median(cpu_base), 1e-12)
     return out
 
 

@@ -13,6 +13,9 @@ For each model, in rounds that alternate with the SGD-step baseline on the same 
                    retained graph of J^T u (create_graph), then J^T (J theta)
     lin_mvp        alternative: J theta from torch.func.linearize (built once), J^T u from vjp
     lin_build      the one-off cost of torch.func.linearize at a point (paid every step)
+    mvp_compiled   with --compile: the fast product with its tangent recursion compiled by
+                   torch.compile (activations passed as inputs, so new points do not
+                   recompile); compile_s is the one-off compile time
 
 Figures are median time / median SGD-step time in the same run (``ratio``) and the median of
 per-round ratios (``paired``); JSON goes to bench/results/metric.json with the machine.
@@ -48,7 +51,35 @@ def double_vjp(metric: FunctionalMetric, w: torch.Tensor, x: torch.Tensor):
     return mvp
 
 
-def measure(name: str, batch: int, rounds: int, lin_builds: int, max_seconds: float) -> dict:
+def compiled_mvp(metric: FunctionalMetric, local):
+    """The fast product with the tangent recursion under torch.compile; (mvp, compile seconds)."""
+    steps, space = local.linear.steps, metric.space
+
+    def tangent(theta, params, saved):
+        tangents, da = space.unflatten(theta), None
+        for step, s in zip(steps, saved):
+            if step.rule.linear is not None:
+                da = None if da is None else step.rule.linear(step, da)
+                continue
+            p = {k: params[full] for k, full in step.params.items()}
+            dp = {k: tangents.get(full) for k, full in step.params.items()}
+            da = step.rule.tangent(step, s, p, dp, da)
+        return da
+
+    fn = torch.compile(tangent, dynamic=False)
+
+    def mvp(theta):
+        with torch.no_grad():
+            u = fn(theta, local.linear.params, local.linear.saved)
+        return local.pullback(metric.operator(local.z, u))
+
+    t = time.perf_counter()
+    mvp(torch.zeros(space.dim, dtype=local.z.dtype, device=local.z.device))
+    return mvp, time.perf_counter() - t
+
+
+def measure(name: str, batch: int, rounds: int, lin_builds: int, max_seconds: float,
+            compile_: bool = False) -> dict:
     model, x, y = make(name, batch)
     sgd = sgd_step(model, x, y)
     fast = FunctionalMetric(model, x)
@@ -74,6 +105,10 @@ def measure(name: str, batch: int, rounds: int, lin_builds: int, max_seconds: fl
             _, lin_jvp = linearize(lambda v: generic.function(v, x), w)
             builds.append(time.perf_counter() - t)
         fns["lin_mvp"] = lambda: local_g.pullback(generic.operator(local_g.z, lin_jvp(theta)))
+    compile_s = None
+    if compile_ and fast.chain is not None:
+        mvp_c, compile_s = compiled_mvp(fast, local)
+        fns["mvp_compiled"] = lambda: mvp_c(theta)
     exact = local_g.mvp(theta)
     error = float((local.mvp(theta) - exact).norm() / exact.norm())
     times = alternate(fns, rounds, warmup=1, max_seconds=max_seconds)
@@ -87,7 +122,7 @@ def measure(name: str, batch: int, rounds: int, lin_builds: int, max_seconds: fl
                                "rounds": len(builds)}
     return {"model": name, "batch": batch, "params": w.numel(),
             "fast_path": fast.chain is not None, "fast_vs_generic_rel_error": error,
-            "sgd_ms": 1e3 * result["sgd"]["median_s"], "times": result}
+            "sgd_ms": 1e3 * result["sgd"]["median_s"], "times": result, "compile_s": compile_s}
 
 
 def main(argv=None) -> None:
@@ -100,6 +135,8 @@ def main(argv=None) -> None:
                         help="torch.func.linearize builds to time (default 3 MLP, 1 VGG; 0 skips)")
     parser.add_argument("--max-seconds", type=float, default=150.0, help="per model")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the product with a torch.compile'd tangent (slow start)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,18 +145,20 @@ def main(argv=None) -> None:
         small = name.startswith("mlp")
         rounds = args.rounds or (60 if small else 8)
         builds = args.lin_builds if args.lin_builds is not None else (3 if small else 1)
-        res = measure(name, args.batch, rounds, builds, args.max_seconds)
+        res = measure(name, args.batch, rounds, builds, args.max_seconds, args.compile)
         results.append(res)
         row = {"model": name, "params": res["params"], "sgd_ms": res["sgd_ms"]}
         row.update({k: v["ratio"] for k, v in res["times"].items() if k != "sgd"})
         row["mvp_paired"] = res["times"]["mvp"]["paired"]
         row["mvp_best"] = res["times"]["mvp"]["best"]
+        row["mvp_cpu"] = res["times"]["mvp"]["cpu"]
         rows.append(row)
         print(f"{name}: done ({res['times']['sgd']['rounds']} rounds, fast path "
               f"{res['fast_path']}, rel. error vs generic {res['fast_vs_generic_rel_error']:.1e})",
               flush=True)
-    columns = ["model", "params", "sgd_ms", "mvp", "mvp_paired", "mvp_best", "mvp_generic",
-               "jvp", "vjp", "at", "double_vjp", "lin_mvp", "lin_build"]
+    columns = ["model", "params", "sgd_ms", "mvp", "mvp_paired", "mvp_best", "mvp_cpu",
+               "mvp_generic",
+               "jvp", "vjp", "at", "double_vjp", "lin_mvp", "lin_build", "mvp_compiled"]
     print("\nmedian time / median SGD-step time (same run, batch %d)" % args.batch)
     print(table(rows, columns))
     file = write("metric", {"machine": machine(), "batch": args.batch, "results": results,

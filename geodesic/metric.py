@@ -96,7 +96,8 @@ class ParameterSpace:
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
 
     def unflatten(self, w: Tensor) -> dict[str, Tensor]:
-        return {n: t.view(s) for n, t, s in zip(self.names, w.split(self.numels), self.shapes)}
+        parts = w.split_with_sizes(self.numels)  # the C++ split: no Python-level checks
+        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
 
     def get(self, model: nn.Module) -> Tensor:
         return self.flatten(dict(model.named_parameters())).detach().clone()
