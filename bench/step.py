@@ -15,10 +15,10 @@ Memory: each configuration runs in a fresh subprocess with glibc's malloc told t
 block over 64 kB separately (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident
 set at once. It sets up the model, batch and metric, makes one warm-up step (kernels and
 libraries load; an SGD warm-up uses a separate optimiser, deleted after), records the resident
-set size, resets the peak (Linux ``/proc/self/clear_refs``), runs two SGD steps (a fresh
-momentum optimiser: its buffers and the gradients count) or two traversal steps (the previous
-step's linearisation is alive while the next one is built, as in the loop), and reports peak
-minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before. The
+set size, resets the peak (Linux ``/proc/self/clear_refs``), runs one SGD step (a fresh
+momentum optimiser: its buffers and the gradients count) or one traversal step while holding
+a previous linearisation (in the loop step k's is alive while step k+1's is built), and
+reports peak minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before. The
 ratio is that increase over the SGD step's.
 """
 from __future__ import annotations
@@ -72,17 +72,18 @@ def rss_kb(field: str = "VmRSS") -> int:
 
 
 def probe(name: str, config: str, batch: int) -> dict:
-    """Peak memory increase of two steps of ``config`` ('sgd' or a solver), in a fresh process."""
+    """Peak memory increase of one step of ``config`` ('sgd' or a solver), in a fresh process."""
     model, x, y = make(name, batch)
     if config == "sgd":
         sgd_step(model, x, y)()  # warm-up with its own optimiser, dropped here
         model.zero_grad(set_to_none=True)
-        run = sgd_step(model, x, y)
-        go = lambda: (run(), run())
+        go = sgd_step(model, x, y)  # a fresh optimiser: momentum buffers and gradients count
     else:
-        step, _ = stepper(name, config, model, x)
+        step, metric = stepper(name, config, model, x)
         step(1)
-        go = lambda: step(2)
+        held = []
+        # in the loop, step k's linearisation is alive while step k+1's is built: hold one
+        go = lambda: (held.append(metric.at(metric.space.get(model))), step(1))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
@@ -141,6 +142,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help=f"alternating rounds (default per model: {DEFAULT_ROUNDS})")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--output", default="step",
+                        help="results file name under bench/results (without .json)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--probe", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -168,7 +171,7 @@ def main(argv=None) -> None:
           "mem/sgd: peak memory increase over the SGD step's")
     print(table(rows, ["model", "solver", "sgd_ms", "step/sgd", "paired", "best", "cpu", "evals",
                        "mem/sgd", "rounds"]))
-    file = write("step", {"machine": machine(), "batch": args.batch, "settings": settings,
+    file = write(args.output, {"machine": machine(), "batch": args.batch, "settings": settings,
                           "results": results,
                           "command": "python bench/step.py " + " ".join(argv or sys.argv[1:])})
     print(f"\nwritten {file}")
