@@ -165,14 +165,38 @@ class FunctionalMetric:
             return ChainLinearization(self.chain, self.space, w, x, frozen, self.autocast())
         return GenericLinearization(self, w, x)
 
-    def sample(self) -> Tensor:
+    def draw(self) -> Tensor | None:
+        """Row indices of a fresh batch of the pool, or None when the batch is the whole pool."""
         if self.batch_size == len(self.inputs):
-            return self.inputs
+            return None
         idx = torch.randperm(len(self.inputs), generator=self.generator)[: self.batch_size]
-        return self.inputs[idx.to(self.inputs.device)]
+        return idx.to(self.inputs.device)
+
+    def sample(self) -> Tensor:
+        idx = self.draw()
+        return self.inputs if idx is None else self.inputs[idx]
 
     def at(self, w: Tensor, x: Tensor | None = None) -> "LocalMetric":
-        return LocalMetric(self, w.detach(), self.sample() if x is None else x)
+        """The metric at w on x, or on a fresh batch of the pool (whose reference outputs then
+        come from :meth:`reference_outputs` instead of a forward pass per step)."""
+        if x is not None:
+            return LocalMetric(self, w.detach(), x)
+        idx = self.draw()
+        rows = slice(None) if idx is None else idx
+        return LocalMetric(self, w.detach(), self.inputs[rows], rows)
+
+    def reference_outputs(self, rows: Tensor | slice = slice(None)) -> Tensor:
+        """z0 = f(x; w0) for the given rows of the pool. The pool's outputs are computed once
+        (in chunks of ``batch_size``) and again only when w0 or a buffer (BatchNorm statistics)
+        has changed since."""
+        key = (id(self.reference), self.reference._version,
+               tuple(b._version for b in self.buffers.values()))
+        if getattr(self, "_z0_key", None) != key:
+            with torch.no_grad():
+                self._z0 = torch.cat([self.function(self.reference, chunk)
+                                      for chunk in self.inputs.split(self.batch_size)])
+            self._z0_key = key
+        return self._z0[rows]
 
     def dense(self, w: Tensor, x: Tensor | None = None) -> Tensor:
         """The n x n matrix g(w), from the full Jacobian: for tests on small models only."""
@@ -222,8 +246,9 @@ class LocalMetric:
     :class:`geodesic.distributed.DistributedMetric` overrides both to all-reduce across ranks.
     """
 
-    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
-        self.metric, self.w, self.x = metric, w, x
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor,
+                 rows: Tensor | slice | None = None):
+        self.metric, self.w, self.x, self.rows = metric, w, x, rows  # rows: x = pool[rows]
         self.linear = metric.linearize(w, x)
         self.z = self.linear.z
         metric.evals += 1
@@ -258,8 +283,11 @@ class LocalMetric:
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""
-        with torch.no_grad():
-            z0 = self.metric.function(self.metric.reference, self.x)
+        if self.rows is not None:
+            z0 = self.metric.reference_outputs(self.rows)
+        else:
+            with torch.no_grad():
+                z0 = self.metric.function(self.metric.reference, self.x)
         self.metric.evals += 1
         return self.pullback(output_distance_gradient(self.metric.output, self.z, z0))
 

@@ -165,3 +165,19 @@ def test_amp_on_cuda_keeps_float32_state_and_stays_close():
     a, b = amp.at(w), plain.at(w)
     assert a.z.dtype == torch.float32 and a.mvp(theta).dtype == torch.float32
     assert rel(a.mvp(theta), b.mvp(theta)) < 5e-2
+
+
+def test_cached_reference_outputs_equal_a_forward_pass_and_follow_changes(float64):
+    model = tiny_convnet_bn().double()
+    pool = torch.randn(10, 2, 4, 4)
+    metric = FunctionalMetric(model, pool, batch_size=4, seed=2)
+    w = metric.space.get(model) + 0.1 * torch.randn(metric.space.dim)
+    local = metric.at(w)  # a sampled batch: z0 from the cache
+    explicit = metric.at(w, local.x)  # the same batch given explicitly: z0 by a forward pass
+    assert rel(local.distance_gradient(), explicit.distance_gradient()) < 1e-12
+    with torch.no_grad():  # new BatchNorm statistics: the cache must follow
+        model.train()(torch.randn(8, 2, 4, 4) * 3)
+        model.eval()
+    assert rel(metric.reference_outputs(), metric.function(metric.reference, pool)) < 1e-12
+    metric.reference = w.clone()
+    assert rel(metric.reference_outputs(), metric.function(w, pool)) < 1e-12
