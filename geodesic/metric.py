@@ -27,7 +27,8 @@ that point:
 Both give the same numbers to rounding (tests/test_fast_paths.py); ``fast=False`` forces the
 generic path. ``amp=True`` runs the forward passes and tangents under CUDA autocast (bfloat16
 where supported, else float16) while z, the products and all solver state stay float32; on
-the CPU it is ignored.
+the CPU it is ignored. (The generic path's ``torch.func.jvp`` stays in float32: forward-mode AD
+does not compose with autocast.)
 
 Models are always evaluated in eval mode here: BatchNorm uses its running statistics and no
 buffer is updated, so the metric is a function of the weights alone.
@@ -230,8 +231,8 @@ class GenericLinearization:
         return self.autocast() if self.autocast is not None else nullcontext()
 
     def jvp(self, theta: Tensor) -> Tensor:
-        with self._autocast():
-            return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
+        # full precision even under amp: forward-mode AD does not compose with autocast
+        return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
 
     def vjp(self, u: Tensor) -> Tensor:
         return self._pullback(u.to(self.out_dtype))[0]
