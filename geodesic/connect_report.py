@@ -81,7 +81,7 @@ def plot_paths(results: list, file, title: str = "") -> None:
 
 def plot_plane(results: list, plane_points: dict, file, landscape: dict | None = None) -> None:
     """``plane_points``: {label: (x, y)} marked on the plane (w1, w2, the middle point)."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     if landscape is not None:
         cs = ax.contourf(landscape["x"], landscape["y"],
                          [[100 * a for a in row] for row in landscape["test_acc"]],
@@ -98,6 +98,6 @@ def plot_plane(results: list, plane_points: dict, file, landscape: dict | None =
         ax.plot([x], [y], "ko")
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set(xlabel="along w2 - w1", ylabel="toward the Bezier middle point", aspect="equal")
-    ax.legend(loc="lower center", fontsize=8)
-    ax.set_title("paths projected on the plane of (w1, w2, Bezier middle point)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, fontsize=8)
+    ax.set_title("paths projected on the plane of (w1, w2, Bezier middle point)", fontsize=10)
     _save(fig, file)
