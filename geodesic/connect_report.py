@@ -98,6 +98,6 @@ def plot_plane(results: list, plane_points: dict, file, landscape: dict | None =
         ax.plot([x], [y], "ko")
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set(xlabel="along w2 - w1", ylabel="toward the Bezier middle point", aspect="equal")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=8)
     ax.set_title("paths projected on the plane of (w1, w2, Bezier middle point)", fontsize=10)
     _save(fig, file)

@@ -7,11 +7,15 @@ BatchNorm statistics recomputed from training inputs at every point. The geodesi
 w1, every ``eval_every`` steps, where it arrives within eps of w2, and at w2 after the final
 straight segment; a curve at ``points`` parameters t evenly spaced in [0, 1]. Compute is counted
 in gradient evaluations (``evals``): metric-vector products, pullbacks and SGD steps alike.
+
+The geodesic's direction is v = (w2 - w) - alpha grad D2(w) with alpha = ``function_pull``:
+:class:`Connect` composed with alpha :class:`Anchor`, the metric's reference network being w2,
+so D2 = 1/2 E||f(x; w) - f(x; w2)||^2 on the metric batch (no labels). alpha = 0 is the plain
+paper form v = w2 - w.
 """
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,15 +25,13 @@ from torch import Tensor, nn
 
 from geodesic.baselines.curves import CURVES, BezierTraining, Plane
 from geodesic.data import Dataset
-from geodesic.evaluate import (AccuracyCallback, BatchNormRefresh, path_metrics, score_curve,
-                               score_weights)
+from geodesic.evaluate import (AccuracyCallback, BatchNormRefresh, path_metrics,
+                               recalibrate_batchnorm, score_curve, score_weights)
 from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.objectives import Anchor, Combined
 from geodesic.objectives.connect import Connect
 from geodesic.solvers import build_solver
 from geodesic.traverse import Callback, ProgressLog, traverse
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,6 +175,7 @@ def _scores(record: dict) -> dict:
 def _functional(ends: Endpoints, w: Tensor, theta: Tensor, output: str) -> float:
     probe = copy.deepcopy(ends.model)
     ends.space.set(probe, w)
+    recalibrate_batchnorm(probe, ends.bn_inputs)
     local = FunctionalMetric(probe, ends.metric_inputs, output=output).at(w, ends.metric_inputs)
     return float(local.quadratic(theta).clamp_min(0).sqrt())
 

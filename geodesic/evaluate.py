@@ -156,7 +156,7 @@ def score_curve(model: nn.Module, space: ParameterSpace, curve, ts: list[float],
     split is scored (``<name>_acc``, ``<name>_loss``), and the Euclidean and functional speeds
     ||phi'(t)|| and sqrt(phi'(t)^T g(phi(t)) phi'(t)) are measured (g on ``metric_inputs``).
     Returns (points, length, functional_length); positions and lengths are trapezoid integrals
-    of the speeds over t. ``on_point(index, point)`` sees each point when it is done."""
+    of the speeds over t. ``on_point(index, point)`` sees each point once positions are known."""
     points: list[dict] = []
     for i, t in enumerate(ts):
         probe = copy.deepcopy(model)

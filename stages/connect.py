@@ -53,7 +53,7 @@ def connect_stage(params: Params) -> None:
             tracking.log_metrics(geodesic.metrics)
             tracking.log_artifact(OUT / "geodesic" / "final.safetensors", "path")
         results.insert(0, geodesic)
-        _report(ends, results, plane, c, ends_scores)
+        _report(ends, results, plane, bezier, c, ends_scores)
 
 
 def _baseline(name: str, ends, c):
@@ -72,7 +72,7 @@ def _baseline(name: str, ends, c):
     return result
 
 
-def _report(ends, results, plane, c, ends_scores) -> None:
+def _report(ends, results, plane, bezier, c, ends_scores) -> None:
     write_json(METRICS / "connect.json", summary(ends_scores, results))
     write_csv(PLOTS / "connect.csv", rows(results))
     plot_paths(results, FIGURES / "paths.png")
@@ -85,17 +85,13 @@ def _report(ends, results, plane, c, ends_scores) -> None:
         landscape = (plane_landscape(ends, plane, [r.plane for r in results], c.plane_grid)
                      if c.plane_grid else None)
         marks = {"w1": plane.coordinates(ends.w1)[:2], "w2": plane.coordinates(ends.w2)[:2],
-                 "theta": plane.coordinates(plane_middle(results))[:2]}
+                 "theta": plane.coordinates(bezier.curve.theta)[:2]}
         plot_plane(results, marks, FIGURES / "plane.png", landscape)
         tracking.log_artifact(FIGURES / "plane.png", "figures")
     for r in results:
         log.info("%-8s min acc %.4f  mean %.4f  barrier %.4f  length %.2f  evals %d",
                  r.name, r.metrics["min_acc"], r.metrics["mean_acc"], r.metrics["barrier"],
                  r.metrics["length"], r.metrics["grad_evals"])
-
-
-def plane_middle(results):
-    return next(r.curve.theta for r in results if r.name == "bezier")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
 from geodesic.baselines.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
                                        fit_bezier, garipov_lr)
