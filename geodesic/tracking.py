@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from contextlib import contextmanager
@@ -112,7 +113,8 @@ def log_artifact(path, artifact_path: str | None = None) -> None:
 
 class MLflowCallback(Callback):
     """Logs every numeric entry of every step record (batched through ``log_batch``), the
-    milestones, and each saved checkpoint as an artifact under ``checkpoints/step-XXXXXX``."""
+    milestones (as ``<key>/<milestone>``, characters MLflow rejects replaced by ``_``), and
+    each saved checkpoint as an artifact under ``checkpoints/step-XXXXXX``."""
 
     def __init__(self, run_id: str | None = None, flush_every: int = 100, prefix: str = ""):
         self.run_id = run_id or mlflow.active_run().info.run_id
@@ -137,7 +139,7 @@ class MLflowCallback(Callback):
             self.flush()
 
     def on_milestone(self, name: str, record: dict, w) -> None:
-        self._add(record, record["step"], suffix=f"@{name}")
+        self._add(record, record["step"], suffix="/" + re.sub(r"[^\w\-. :/]", "_", name))
 
     def on_checkpoint(self, step: int, file: Path) -> None:
         self.flush()

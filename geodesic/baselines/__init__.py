@@ -1,0 +1,1 @@
+"""Baselines the geodesic paths are compared against (one small module per application)."""
