@@ -159,10 +159,6 @@ class Params:
         if self.sparsify.seed not in self.train.seeds:
             raise ParamsError("sparsify.seed", self.sparsify.seed,
                               f"one of train.seeds {self.train.seeds}")
-        a, b = (self.connect.seeds + [None, None])[:2]
-        if len(self.connect.seeds) != 2 or a == b:
-            raise ParamsError("connect.seeds", self.connect.seeds,
-                              "two different seeds, e.g. [0, 1]")
         for seed in self.connect.seeds:
             if seed not in self.train.seeds:
                 raise ParamsError("connect.seeds", self.connect.seeds,
