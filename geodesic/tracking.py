@@ -185,14 +185,18 @@ def register_model(model, example, name: str, alias: str | None = None) -> str:
 
 
 class MLflowCallback(Callback):
-    """Logs every numeric entry of every step record (batched through ``log_batch``), the
-    milestones, and each saved checkpoint as an artifact under ``checkpoints/step-XXXXXX``."""
+    """Logs every numeric entry of every step record, the milestones, and each saved checkpoint
+    as an artifact under ``checkpoints/step-XXXXXX``. Records are buffered and sent with
+    ``log_batch`` every ``flush_every`` steps, asynchronously (MLflow's background logging), so
+    the loop does not wait for the store; ``on_end`` waits until everything is written."""
 
     def __init__(self, run_id: str | None = None, flush_every: int = 100, prefix: str = ""):
         self.run_id = run_id or mlflow.active_run().info.run_id
         self.client = MlflowClient()
         self.flush_every, self.prefix = flush_every, prefix
         self.buffer: list[Metric] = []
+        self.pending: list = []
+        self._steps = 0
 
     def _add(self, record: dict, step: int, suffix: str = "") -> None:
         now = int(time.time() * 1000)
@@ -202,12 +206,19 @@ class MLflowCallback(Callback):
 
     def flush(self) -> None:
         for start in range(0, len(self.buffer), 1000):
-            self.client.log_batch(self.run_id, metrics=self.buffer[start:start + 1000])
+            self.pending.append(self.client.log_batch(
+                self.run_id, metrics=self.buffer[start:start + 1000], synchronous=False))
         self.buffer = []
+
+    def wait(self) -> None:
+        for operation in self.pending:
+            operation.wait()
+        self.pending = []
 
     def on_step(self, record: dict, w) -> None:
         self._add(record, record["step"])
-        if len(self.buffer) >= self.flush_every * 8:
+        self._steps += 1
+        if self._steps % self.flush_every == 0:
             self.flush()
 
     def on_milestone(self, name: str, record: dict, w) -> None:
@@ -220,3 +231,4 @@ class MLflowCallback(Callback):
 
     def on_end(self, path) -> None:
         self.flush()
+        self.wait()

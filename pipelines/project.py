@@ -102,8 +102,8 @@ class Project:
 
         with Repo(str(self.root)) as repo:
             graph = repo.index.graph  # edges point from a stage to the stages it depends on
-            names = {stage: stage.addressing for stage in graph.nodes}
-            position = {stage.addressing: i for i, stage in enumerate(repo.index.stages)}
+            names = {stage: self._address(stage) for stage in graph.nodes}
+            position = {self._address(stage): i for i, stage in enumerate(repo.index.stages)}
             wanted = set(graph.nodes)
             if targets:
                 unknown = sorted(set(targets) - set(names.values()))
@@ -115,6 +115,13 @@ class Project:
             order = nx.lexicographical_topological_sort(graph.reverse(copy=True),
                                                        key=lambda s: position.get(names[s], 0))
             return [names[s] for s in order if s in wanted]
+
+    def _address(self, stage) -> str:
+        """``name`` for the stages of the root dvc.yaml, ``dir/dvc.yaml:name`` for others."""
+        file = Path(stage.path).resolve()
+        if file == self.root / "dvc.yaml":
+            return stage.name
+        return f"{file.relative_to(self.root).as_posix()}:{stage.name}"
 
     def repro_stage(self, stage: str, force: bool = False, env: dict[str, str] | None = None,
                     log: Callable[[str], None] | None = None) -> bool:
