@@ -171,7 +171,7 @@ def register_model(model, example, name: str, alias: str | None = None) -> str:
     model = model.to("cpu").eval()
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
-    info = mlflow.pytorch.log_model(model, name="model", input_example=example.numpy(),
+    info = mlflow.pytorch.log_model(model, name="mlflow_model", input_example=example.numpy(),
                                     signature=signature, serialization_format="pt2",
                                     pip_requirements=[f"torch=={installed('torch')}"],
                                     registered_model_name=name)

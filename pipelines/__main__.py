@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: every metric that varies)")
     sweep.add_argument("--plot", dest="plot_metric", metavar="KEY", help="metric to plot")
     sweep.add_argument("--id", dest="sweep_id", help="sweep id (default: time and random)")
+    sweep.add_argument("-f", "--force", action="store_true", help="rerun every stage of every "
+                       "point (default: stages whose inputs ran before come from DVC's run "
+                       "cache)")
     sweep.add_argument("--system-metrics", action="store_true", help="as for repro")
 
     serve = sub.add_parser("serve", help="serve both flows, the sweep on a cron schedule",
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.flows import sweep
             result = sweep(overrides=args.overrides, points=[_point(p) for p in args.point],
                            project=project, sweep_id=args.sweep_id, metrics=args.metrics,
-                           plot_metric=args.plot_metric)
+                           plot_metric=args.plot_metric, force=args.force)
             print(result["table"])
         elif args.command == "serve":
             from pipelines.serve import serve

@@ -139,11 +139,12 @@ class Project:
         return flat_metrics(files)
 
     def exp_run(self, name: str, overrides: dict[str, object], env: dict[str, str] | None = None,
-                log: Callable[[str], None] | None = None) -> None:
+                log: Callable[[str], None] | None = None, force: bool = False) -> None:
         """``dvc exp run --temp -n <name> -S key=value ...``: the point in its own temporary
         copy of the workspace, so points never share outputs; recorded as DVC experiment
-        ``name`` (``dvc exp show``)."""
-        args = ["exp", "run", "--temp", "-n", name]
+        ``name`` (``dvc exp show``). Stages whose inputs match an earlier run come from DVC's
+        run cache unless ``force``."""
+        args = ["exp", "run", "--temp", "-n", name] + (["--force"] if force else [])
         for key, value in overrides.items():
             args += ["-S", f"{key}={format_value(value)}"]
         self.dvc(*args, env=env, log=log, what=f"experiment {name!r}")

@@ -38,20 +38,24 @@ def new_sweep_id() -> str:
 
 @task(name="point", task_run_name="{name}", retries=1, retry_delay_seconds=RETRY_DELAY_SECONDS,
       retry_condition_fn=retry_transient, cache_policy=NONE)
-def run_point(project: str, name: str, point: Point, env: dict[str, str]) -> dict:
+def run_point(project: str, name: str, point: Point, env: dict[str, str],
+              force: bool = False) -> dict:
     """One point as DVC experiment ``name``; returns its flattened metrics."""
     proj = Project(project)
-    proj.exp_run(name, point, env=env, log=get_run_logger().info)
+    proj.exp_run(name, point, env=env, log=get_run_logger().info, force=force)
     return proj.experiments().get(name, {}).get("metrics", {})
 
 
 @flow(name="sweep", description="Run parameter overrides as DVC experiments and compare them.")
 def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
           project: str = ".", sweep_id: str | None = None, metrics: list[str] | None = None,
-          plot_metric: str | None = None) -> dict:
+          plot_metric: str | None = None, force: bool = False) -> dict:
     """``overrides``: specs like ``"sparsify.solver=[cg,qp,penalty]"`` (their grid);
     ``points``: explicit points ``{"train.lr": 0.1}``; ``metrics``: the table's metric columns
-    (default: the metrics that vary); ``plot_metric``: the one plotted.
+    (default: the metrics that vary); ``plot_metric``: the one plotted; ``force``: rerun every
+    stage of every point (by default stages whose inputs match an earlier run, in the
+    workspace or another point, are restored from DVC's run cache: they add no stage run to the
+    point's MLflow tree, and the point run still holds the metrics).
 
     Returns ``{"sweep_id", "run_id", "rows": [{point, experiment, overrides, metrics, error}],
     "table": markdown}``."""
@@ -61,11 +65,11 @@ def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
     if not SWEEP_ID.match(sweep_id):
         raise ParamsError("sweep_id", sweep_id, "lowercase letters, digits and dashes")
     tags = {"flow": "sweep", "sweep_id": sweep_id, "prefect_flow_run_id": str(flow_run.id or "")}
-    params = {"overrides": "; ".join(overrides or []), "points": len(todo)}
+    params = {"overrides": "; ".join(overrides or []), "points": len(todo), "force": force}
     rows = []
     with tracking.pipeline_run(f"sweep-{sweep_id}", proj.root, params, tags) as parent:
         for i, point in enumerate(todo):
-            rows.append(_run(proj, sweep_id, i, point))
+            rows.append(_run(proj, sweep_id, i, point, force))
         table = report.markdown(rows, f"Sweep {sweep_id}", metrics)
         create_markdown_artifact(table, key=f"sweep-{sweep_id}",
                                  description=f"{len(rows)} points of sweep {sweep_id}")
@@ -78,7 +82,7 @@ def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
     return {"sweep_id": sweep_id, "run_id": parent.info.run_id, "rows": rows, "table": table}
 
 
-def _run(proj: Project, sweep_id: str, index: int, point: Point) -> dict:
+def _run(proj: Project, sweep_id: str, index: int, point: Point, force: bool) -> dict:
     name = f"{sweep_id}-p{index}"
     tags = {"sweep_id": sweep_id, "sweep_point": index, "overrides": describe(point),
             "dvc_exp_name": name}
@@ -86,7 +90,7 @@ def _run(proj: Project, sweep_id: str, index: int, point: Point) -> dict:
     try:
         with tracking.pipeline_run(name, proj.root, params=point, tags=tags) as run:
             env = tracking.child_env(run.info.run_id, tags)
-            row["metrics"] = run_point(str(proj.root), name, point, env)
+            row["metrics"] = run_point(str(proj.root), name, point, env, force)
             tracking.log_metrics(row["metrics"])
     except CommandFailed as exc:
         row["error"] = exc.cause

@@ -35,8 +35,7 @@ def train_stage(params: Params) -> None:
                 result = train(model, data, cfg, device=device, directory=MODELS / f"seed{seed}",
                                on_epoch=lambda r, m: tracking.log_metrics(r, step=r["epoch"]))
                 save_tensors(model_file(seed), model.state_dict())
-                tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss,
-                                      "val_acc": result.val_acc, "seconds": result.seconds})
+                tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss})
                 tracking.log_artifact(model_file(seed), "model")
                 tracking.register_model(model, data.test.x[:8], f"base-{params.data.name}",
                                         alias=f"{params.model.name}-seed{seed}")

@@ -1,5 +1,6 @@
 """Pieces of the flows that need no Prefect server: sweep points, stage order read from DVC,
 error messages of failed stages, the comparison table, the command line."""
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -122,3 +123,35 @@ def test_every_subcommand_explains_itself(command):
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith(f"usage: geodesic {command}")
     assert len(out.splitlines()) > 6
+
+
+def test_plot_templates_render_in_dvc_plots(tmp_path):
+    project = _dvc_project(tmp_path / "p", """\
+        plots:
+          - plots/matrix.csv:
+              template: pipelines/plot_templates/accuracy_matrix.json
+              x: task
+              y: after
+          - plots/path.csv:
+              template: pipelines/plot_templates/lines_by_method.json
+              x: step
+              y: accuracy
+        """)
+    shutil.copytree(ROOT / "pipelines" / "plot_templates",
+                    project.root / "pipelines" / "plot_templates")
+    (project.root / "plots").mkdir()
+    (project.root / "plots" / "matrix.csv").write_text("after,task,accuracy\n1,1,0.98\n"
+                                                       "2,1,0.7\n2,2,0.95\n")
+    (project.root / "plots" / "path.csv").write_text("step,method,accuracy\n0,geodesic,0.97\n"
+                                                     "0,line,0.97\n10,geodesic,0.95\n"
+                                                     "10,line,0.6\n")
+    shown = project.dvc_json("plots", "show")
+    assert not shown.get("errors")
+    matrix = shown["data"]["plots/matrix.csv"][0]["content"]
+    assert matrix["encoding"]["x"]["field"] == "task"
+    assert matrix["encoding"]["y"]["field"] == "after"
+    assert [row["accuracy"] for row in matrix["data"]["values"]] == ["0.98", "0.7", "0.95"]
+    path = shown["data"]["plots/path.csv"][0]["content"]
+    assert path["encoding"]["color"]["field"] == "method"
+    assert {(r["method"], r["step"]) for r in path["data"]["values"]} == {
+        ("geodesic", "0"), ("line", "0"), ("geodesic", "10"), ("line", "10")}
