@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from contextlib import contextmanager
@@ -33,7 +34,6 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from geodesic.settings import flatten
-from geodesic.traverse import Callback
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -132,9 +132,10 @@ def pipeline_run(name: str, root: Path, params: dict | None = None, tags: dict |
 def method_run(name: str, params: dict | None = None):
     """A run nested in the active stage run, for one method, seed or traversal."""
     tags = {"method": name, **extra_tags()}
-    experiment = mlflow.active_run().info.experiment_id  # else MLflow picks "Default"
-    with mlflow.start_run(experiment_id=experiment, run_name=name, nested=True,
-                          tags=tags) as run:
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent is not None else None
+    with mlflow.start_run(run_name=name, nested=True, tags=tags,
+                          experiment_id=experiment) as run:
         if params:
             mlflow.log_params(flatten(params))
         yield run
@@ -184,11 +185,14 @@ def register_model(model, example, name: str, alias: str | None = None) -> str:
     return version
 
 
-class MLflowCallback(Callback):
-    """Logs every numeric entry of every step record, the milestones, and each saved checkpoint
-    as an artifact under ``checkpoints/step-XXXXXX``. Records are buffered and sent with
-    ``log_batch`` every ``flush_every`` steps, asynchronously (MLflow's background logging), so
-    the loop does not wait for the store; ``on_end`` waits until everything is written."""
+class MLflowCallback:
+    """A traversal callback (the hooks of :class:`geodesic.traverse.Callback`; not derived from
+    it, so that flows importing this module do not import torch) that logs every numeric entry
+    of every step record, the milestones (as ``<key>/<milestone>``, characters MLflow rejects
+    replaced by ``_``), and each saved checkpoint as an artifact under
+    ``checkpoints/step-XXXXXX``. Records are buffered and sent with ``log_batch`` every
+    ``flush_every`` steps, asynchronously (MLflow's background logging), so the loop does not
+    wait for the store; ``on_end`` waits until everything is written."""
 
     def __init__(self, run_id: str | None = None, flush_every: int = 100, prefix: str = ""):
         self.run_id = run_id or mlflow.active_run().info.run_id
@@ -215,6 +219,9 @@ class MLflowCallback(Callback):
             operation.wait()
         self.pending = []
 
+    def on_start(self, path, w) -> None:
+        pass
+
     def on_step(self, record: dict, w) -> None:
         self._add(record, record["step"])
         self._steps += 1
@@ -222,7 +229,7 @@ class MLflowCallback(Callback):
             self.flush()
 
     def on_milestone(self, name: str, record: dict, w) -> None:
-        self._add(record, record["step"], suffix=f"@{name}")
+        self._add(record, record["step"], suffix="/" + re.sub(r"[^\w\-. :/]", "_", name))
 
     def on_checkpoint(self, step: int, file: Path) -> None:
         self.flush()

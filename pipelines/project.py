@@ -132,11 +132,14 @@ class Project:
         return any(line.startswith(f"Running stage '{stage}'") for line in lines)
 
     def metrics(self) -> dict[str, float]:
-        """``dvc metrics show``: every numeric metric of the workspace, keyed
-        ``<file stem>.<dotted key>`` (e.g. ``train.test_acc_mean``)."""
-        out = self.dvc_json("metrics", "show") or {}
-        files = next(iter(out.values()), {}).get("data", {})
-        return flat_metrics(files)
+        """What ``dvc metrics show`` reports for the workspace: every numeric metric, keyed
+        ``<file stem>.<dotted key>`` (e.g. ``train.test_acc_mean``). Read in-process through
+        DVC's API (a second interpreter would cost more than the read)."""
+        from dvc.repo import Repo
+
+        with Repo(str(self.root)) as repo:
+            shown = repo.metrics.show()
+        return flat_metrics(next(iter(shown.values()), {}).get("data", {}))
 
     def exp_run(self, name: str, overrides: dict[str, object], env: dict[str, str] | None = None,
                 log: Callable[[str], None] | None = None, force: bool = False) -> None:

@@ -17,6 +17,16 @@ from geodesic.traverse import traverse
 from tests.conftest import tiny_mlp
 
 
+class Marked(TowardTarget):
+    """Reaches a milestone whose name MLflow would reject in a metric key, at step 5."""
+
+    steps = 0
+
+    def after_step(self, w):
+        self.steps += 1
+        return w, ["sparsity@0.5"] if self.steps == 5 else []
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
@@ -54,13 +64,22 @@ def test_runs_nest_pipeline_stage_method_with_tags(store, monkeypatch):
     assert json.loads(env["GEODESIC_TAGS"]) == {"sweep_id": "s1"}
 
 
-def test_traversal_callback_logs_every_step_and_every_checkpoint(store, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids spin-waiting on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_traversal_callback_logs_every_step_and_every_checkpoint(store, tmp_path, one_thread):
     root, client = store
     model = tiny_mlp(0)
     metric = FunctionalMetric(model, torch.randn(20, 6, generator=torch.Generator()
                                                  .manual_seed(1)))
     w0 = metric.space.get(model)
-    objective = TowardTarget(w0 + 1.0, tol=1e-9)
+    objective = Marked(w0 + 1.0, tol=1e-9)
     with tracking.stage_run("demo", {}):
         with tracking.method_run("cg") as run:
             callback = tracking.MLflowCallback(flush_every=3)
@@ -73,6 +92,8 @@ def test_traversal_callback_logs_every_step_and_every_checkpoint(store, tmp_path
     folders = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert folders == ["checkpoints/step-000010", "checkpoints/step-000020",
                        "checkpoints/step-000023"]
+    [milestone] = client.get_metric_history(run.info.run_id, "distance/sparsity_0.5")
+    assert milestone.step == 5 and milestone.value == pytest.approx(path.records[4]["distance"])
     files = [a.path for a in client.list_artifacts(run.info.run_id, folders[0])]
     assert files == ["checkpoints/step-000010/step-000010.safetensors",
                      "checkpoints/step-000010/step-000010.safetensors.sha256"]
