@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -151,15 +150,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ui(project: str, port: int | None, prefect: bool) -> int:
+    """Replace this process by the server, so Ctrl-C and signals reach it directly."""
     if prefect:
         cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                "--port", str(port or 4200)]
     else:
         from geodesic.tracking import tracking_uri
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
-               tracking_uri(Path(project)), "--host", "127.0.0.1", "--port", str(port or 5000)]
+               tracking_uri(Path(project)), "--host", "127.0.0.1", "--port", str(port or 5000),
+               "--workers", "1"]
+        os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs
     print(" ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=project)
+    os.chdir(project)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
 
 
 if __name__ == "__main__":
