@@ -1,6 +1,7 @@
 """MLflow as the record: run nesting and tags, per-step histories and checkpoints from the
 traversal callback, and base networks in the model registry (a real SQLite store)."""
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -121,3 +122,15 @@ def test_base_network_is_registered_with_signature_and_alias(store, monkeypatch)
              [Path(mlflow.artifacts.download_artifacts("models:/base-test@mlp-seed0"))]
              for p in local.rglob("*") if p.is_file()}
     assert "data/model.pt2" in files and not any(f.endswith((".pth", ".pkl")) for f in files)
+
+
+def test_system_metrics_option_samples_the_stage_run(store, monkeypatch):
+    root, client = store
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    with tracking.stage_run("demo", {}) as run:
+        time.sleep(1.5)
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in logged
+    assert "system/system_memory_usage_megabytes" in logged
