@@ -43,18 +43,21 @@ def point(name: str, widths, batch: int, solver: str, rounds: int) -> dict:
     r = ratios(alternate({"sgd": sgd_step(model, x, y), "step": step}, rounds))
     return {"params": sum(p.numel() for p in model.parameters()), "batch": batch,
             "widths": list(widths or []), "step_s": r["step"]["median_s"],
+            "step_min_s": r["step"]["min_s"], "sgd_min_s": r["sgd"]["min_s"],
             "step_cpu_s": r["step"].get("cpu_s"), "sgd_s": r["sgd"]["median_s"],
             "ratio": r["step"]["ratio"], "cpu": r["step"].get("cpu")}
 
 
 def exponents(points: list[dict], key: str) -> dict:
     xs = [p[key] for p in points]
-    upper = points[len(points) // 2:]
+    upper = points[(len(points) - 1) // 2:]  # the larger half, at least two points
     out = {}
     for label, pts in (("all", points), ("upper_half", upper)):
         xv = [p[key] for p in pts]
         out[label] = {"step": fit(xv, [p["step_s"] for p in pts]),
-                      "sgd": fit(xv, [p["sgd_s"] for p in pts])}
+                      "sgd": fit(xv, [p["sgd_s"] for p in pts]),
+                      "step_best": fit(xv, [p["step_min_s"] for p in pts]),
+                      "sgd_best": fit(xv, [p["sgd_min_s"] for p in pts])}
         if all(p["step_cpu_s"] for p in pts):
             out[label]["step_cpu"] = fit(xv, [p["step_cpu_s"] for p in pts])
     out["range"] = [min(xs), max(xs)]
@@ -92,10 +95,13 @@ def main(argv=None) -> None:
     print(f"\n{args.solver} step against the batch ({args.batch_model})")
     print(table(by_batch, cols))
     a, b = exponents(by_width, "params"), exponents(by_batch, "batch")
+    print()
     for label in ("all", "upper_half"):
-        print(f"\nfit over {label.replace('_', ' ')}: step ~ P^{a[label]['step']:.2f} "
-              f"(SGD P^{a[label]['sgd']:.2f}),  step ~ B^{b[label]['step']:.2f} "
-              f"(SGD B^{b[label]['sgd']:.2f})")
+        for kind, suffix in (("median", ""), ("fastest", "_best")):
+            print(f"fit over {label.replace('_', ' ')} ({kind} times): "
+                  f"step ~ P^{a[label]['step' + suffix]:.2f} (SGD P^{a[label]['sgd' + suffix]:.2f}),"
+                  f"  step ~ B^{b[label]['step' + suffix]:.2f} "
+                  f"(SGD B^{b[label]['sgd' + suffix]:.2f})")
     file = write(args.output, {"machine": machine(), "solver": args.solver,
                              "settings": dataclasses.asdict(GeodesicSettings()),
                              "by_params": by_width, "by_batch": by_batch,
