@@ -94,7 +94,10 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
 def method_run(name: str, params: dict | None = None):
     """A run nested in the active stage run, for one method, seed or traversal."""
     tags = {"method": name, **extra_tags()}
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent is not None else None
+    with mlflow.start_run(run_name=name, nested=True, tags=tags,
+                          experiment_id=experiment) as run:
         if params:
             mlflow.log_params(flatten(params))
         yield run

@@ -1,0 +1,1 @@
+"""Baselines the geodesic applications are compared against (one small module each)."""
