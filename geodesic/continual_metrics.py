@@ -5,7 +5,8 @@ R is T x T with R[i][j] the test accuracy on task j after learning tasks 0..i (r
 first task). With T tasks:
 
     ACC            = (1/T) sum_j R[T-1][j]                        average accuracy at the end
-    BWT            = (1/(T-1)) sum_{j<T-1} (R[T-1][j] - R[j][j])   backward transfer (< 0: forgetting)
+    BWT            = (1/(T-1)) sum_{j<T-1} (R[T-1][j] - R[j][j])   backward transfer (< 0:
+                                                                   forgetting)
     forgetting_j   = max_{l in j..T-2} R[l][j] - R[T-1][j]        for j < T-1
     forgetting     = (1/(T-1)) sum_{j<T-1} forgetting_j
 

@@ -84,6 +84,8 @@ class TaskBatches:
     """Endless minibatches of a split: one seeded permutation per pass over the data."""
 
     def __init__(self, split: Split, batch_size: int, seed: int):
+        if len(split) == 0:
+            raise ValueError("a task without training examples cannot be learned")
         self.split, self.batch_size = split, min(batch_size, len(split))
         self.generator = torch.Generator().manual_seed(seed)
         self.order, self.position = torch.randperm(len(split), generator=self.generator), 0

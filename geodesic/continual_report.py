@@ -3,7 +3,7 @@
 ``method_entry(result)`` -> {acc, bwt, forgetting, forgetting_per_task, matrix (test R),
 val_acc (ACC of the validation R, the number hyperparameters are chosen by), grad_evals (all
 evaluations: gradients, metric products and pullbacks, forward passes of teachers and Fisher
-batches), evals_per_task, steps_per_task, seconds}. The document is
+batches), evals_per_task, steps_per_task, seconds (wall-clock), cpu_seconds}. The document is
 {"benchmark", "n_tasks", "scenarios": {scenario: {"methods": {method: entry}}}}.
 
 ``matrix_rows(doc)``: one row {scenario, method, after_task, task, accuracy} per entry of every
@@ -25,7 +25,7 @@ def method_entry(result) -> dict:
     entry = summary(result.matrix)
     entry.update(val_acc=average_accuracy(result.val_matrix), grad_evals=sum(result.evals),
                  evals_per_task=list(result.evals), steps_per_task=list(result.steps),
-                 seconds=sum(result.seconds))
+                 seconds=sum(result.seconds), cpu_seconds=sum(result.cpu_seconds))
     return entry
 
 
@@ -56,7 +56,7 @@ def heat_maps(doc: dict, folder) -> list[Path]:
     files = []
     for scenario, block in doc["scenarios"].items():
         methods = block["methods"]
-        fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods), 2.9),
+        fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods), 3.3),
                                  squeeze=False)
         for ax, (method, entry) in zip(axes[0], methods.items()):
             r = entry["matrix"]
@@ -71,7 +71,7 @@ def heat_maps(doc: dict, folder) -> list[Path]:
             ax.set_ylabel("after task i", fontsize=8)
             ax.tick_params(labelsize=7)
         fig.suptitle(f"{scenario}: test accuracy R[i][j]", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
         file = Path(folder) / f"matrix_{scenario}.png"
         file.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(file, dpi=110)

@@ -143,7 +143,8 @@ class SequenceResult:
     val_matrix: list[list[float]] = field(default_factory=list)
     evals: list[int] = field(default_factory=list)  # per task
     steps: list[int] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # wall-clock
+    cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time
 
 
 def run_sequence(learner, model: nn.Module, tasks: Sequence[Task], scenario: str,
@@ -159,10 +160,11 @@ def run_sequence(learner, model: nn.Module, tasks: Sequence[Task], scenario: str
         shifted = [EveryEvals(Shifted(cb, offset, sum(result.evals), t), RECORD_EVERY,
                               always=("val_loss",)) for cb in callbacks]
         where = Path(directory) / f"task{t}" if directory is not None else None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         evals, steps = learner.learn(model, t, tasks, masks, memory, seed + t,
                                      [*scorers, *shifted], where)
         result.seconds.append(time.perf_counter() - t0)
+        result.cpu_seconds.append(time.process_time() - c0)
         result.evals.append(evals)
         result.steps.append(steps)
         offset += steps

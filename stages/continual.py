@@ -61,7 +61,8 @@ def continual_stage(params: Params) -> None:
                     methods[name] = method_entry(result)
                     tracking.log_metrics({k: v for k, v in methods[name].items()
                                           if k in ("acc", "bwt", "forgetting", "val_acc",
-                                                   "grad_evals", "seconds")})
+                                                   "grad_evals", "seconds",
+                                                   "cpu_seconds")})
                 log.info("%s %s: ACC %.4f BWT %+.4f forgetting %.4f, %d evaluations, %.1fs",
                          scenario, name, methods[name]["acc"], methods[name]["bwt"],
                          methods[name]["forgetting"], methods[name]["grad_evals"],

@@ -19,6 +19,15 @@ from geodesic.traverse import traverse
 from tests.test_traverse import Kill
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: small models run fastest so, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tasks():
     return class_split(load_dataset("digits"), 5)

@@ -126,8 +126,9 @@ class Template:
             for p in self.plugins:
                 p.after_step(ctx)
             step, last_cost = step + 1, ctx.evals - before
-            record = {"step": step, "loss": float(loss.detach()), "total_loss": float(total.detach()),
-                      "evals": ctx.evals, "seconds": time.perf_counter() - t0}
+            record = {"step": step, "loss": float(loss.detach()),
+                      "total_loss": float(total.detach()), "evals": ctx.evals,
+                      "seconds": time.perf_counter() - t0}
             stopped = False
             if len(tasks[t].val) and stop.due(ctx.evals):
                 record["val_loss"] = task_scores(model, tasks[t].val, ctx.mask)[1]

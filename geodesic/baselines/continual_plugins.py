@@ -1,4 +1,5 @@
-"""The standard continual-learning methods as plugins of :class:`geodesic.baselines.continual.Template`.
+"""The standard continual-learning methods as plugins of the baseline ``Template``
+(:mod:`geodesic.baselines.continual`).
 
 Each plugin may add a term to the loss (``penalty``) and observe the training through hooks; the
 template never asks which method it runs. With w* a plugin's anchor (the weights at the end of
