@@ -71,7 +71,7 @@ def heat_maps(doc: dict, folder) -> list[Path]:
             ax.set_ylabel("after task i", fontsize=8)
             ax.tick_params(labelsize=7)
         fig.suptitle(f"{scenario}: test accuracy R[i][j]", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.15, top=0.78, wspace=0.35)
         file = Path(folder) / f"matrix_{scenario}.png"
         file.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(file, dpi=110)

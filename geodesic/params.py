@@ -97,7 +97,8 @@ class ContinualSettings(GeodesicSettings):
     Every method (the geodesic and each baseline) learns each task with the same budget of
     evaluations, minibatch order, stop rule and memory. ``max_steps`` caps each task's traversal."""
 
-    seed: int = setting(0, "seed of the minibatch orders, the memory and the permutations", low=0)
+    seed: int = setting(0, "seed of the initial network, the minibatch orders, the memory and "
+                        "the permutations", low=0)
     benchmark: str = setting("split", "tasks: class split (split-MNIST style) or pixel-permuted",
                              choices=("split", "permuted"))
     n_tasks: int = setting(5, "number of tasks (split: must divide the number of classes)", low=1)

@@ -6,13 +6,14 @@ import torch
 from geodesic.baselines.continual import (BASELINES, BaselineConfig, Context, Template,
                                           old_output_groups)
 from geodesic.baselines.continual_plugins import EWC, SI, LwF, Replay
-from geodesic.continual_protocol import empty_memory, output_mask, task_memory
+from geodesic.continual_protocol import SCENARIOS, empty_memory, output_mask, task_memory
 from geodesic.continual_run import METHODS, run_sequence
 from geodesic.data import load_dataset
 from geodesic.models import build_model
-from geodesic.params import CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, ContinualSettings
-from geodesic.continual_protocol import SCENARIOS
+from geodesic.params import (CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, ContinualSettings,
+                             parse_params)
 from geodesic.registry import UnknownNameError
+from geodesic.settings import ParamsError
 from geodesic.tasks import class_split
 
 
@@ -127,3 +128,13 @@ def test_registries_hold_exactly_the_params_names():
     assert SCENARIOS.names() == sorted(CONTINUAL_SCENARIOS)
     with pytest.raises(UnknownNameError, match="known: ewc, finetune, lwf, replay, si"):
         BASELINES.get("agem")
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"scenarios": ["domain-il"]}, "continual.scenarios.*one of task-il, class-il"),
+    ({"baselines": ["ewc", "ewc"]}, "continual.baselines.*distinct"),
+    ({"benchmark": "rotated"}, "continual.benchmark.*one of split, permuted"),
+])
+def test_bad_continual_params_name_the_key_and_the_allowed_values(section, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params({"continual": section})
