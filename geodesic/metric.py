@@ -143,7 +143,9 @@ class FunctionalMetric:
         self.generator = torch.Generator().manual_seed(seed)
         self.reference = (self.space.get(model) if reference is None else reference).detach()
         self.evals = 0  # forward+backward-equivalent evaluations, the unit of compute
-        self.chain = trace_chain(model, self.space.names) if fast else None
+        # the per-layer products run the module itself: only when ``function`` is the module's
+        overridden = type(self).function is not FunctionalMetric.function
+        self.chain = trace_chain(model, self.space.names) if fast and not overridden else None
         self.amp = amp
 
     def autocast(self):
