@@ -17,6 +17,10 @@ g is never formed. ``LocalMetric.mvp`` computes g theta = (1/|B|) J^T H (J theta
 forward-mode product (``torch.func.jvp``) and one reverse-mode product through a ``vjp``
 closure built once per point w and reused for every product at that point.
 
+``at(w, mask=m)`` restricts the metric to the coordinate subspace {theta : theta_i = 0 where
+m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta and pullbacks P J^T u with
+P = diag(m), so every solver's step stays in the subspace exactly.
+
 Models are always evaluated in eval mode here: BatchNorm uses its running statistics and no
 buffer is updated, so the metric is a function of the weights alone.
 """
@@ -136,8 +140,8 @@ class FunctionalMetric:
         idx = torch.randperm(len(self.inputs), generator=self.generator)[: self.batch_size]
         return self.inputs[idx.to(self.inputs.device)]
 
-    def at(self, w: Tensor, x: Tensor | None = None) -> "LocalMetric":
-        return LocalMetric(self, w.detach(), self.sample() if x is None else x)
+    def at(self, w: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> "LocalMetric":
+        return LocalMetric(self, w.detach(), self.sample() if x is None else x, mask)
 
     def dense(self, w: Tensor, x: Tensor | None = None) -> Tensor:
         """The n x n matrix g(w), from the full Jacobian: for tests on small models only."""
@@ -156,21 +160,26 @@ class FunctionalMetric:
 
 
 class LocalMetric:
-    """The metric linearised at one point w on one batch x: products reuse one vjp closure."""
+    """The metric linearised at one point w on one batch x: products reuse one vjp closure.
+    With ``mask`` (0/1 over w), the metric of the subspace the mask leaves free."""
 
-    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
-        self.metric, self.w, self.x = metric, w, x
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor,
+                 mask: Tensor | None = None):
+        self.metric, self.w, self.x, self.mask = metric, w, x, mask
         self.z, self._pullback = vjp(lambda v: metric.function(v, x), w)
         self.z = self.z.detach()
         metric.evals += 1
 
     def jvp(self, theta: Tensor) -> Tensor:
-        """J theta: the first-order change of the outputs, shape (B, m)."""
+        """J theta (J P theta with a mask): the first-order change of the outputs, (B, m)."""
+        if self.mask is not None:
+            theta = theta * self.mask
         return jvp(lambda v: self.metric.function(v, self.x), (self.w,), (theta,))[1]
 
     def pullback(self, u: Tensor) -> Tensor:
-        """(1/|B|) J^T u for an output-space vector u of shape (B, m)."""
-        return self._pullback(u)[0] / self.x.shape[0]
+        """(1/|B|) J^T u (P J^T u with a mask) for an output-space vector u of shape (B, m)."""
+        grad = self._pullback(u)[0] / self.x.shape[0]
+        return grad if self.mask is None else grad * self.mask
 
     def mvp(self, theta: Tensor) -> Tensor:
         """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""

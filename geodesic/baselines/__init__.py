@@ -1,0 +1,1 @@
+"""Baselines the applications are compared against (one small module each)."""
