@@ -13,26 +13,40 @@ the weight perturbation theta. Output kinds (``OUTPUT_KINDS``):
     fisher  H = S                          Fisher information metric, the second-order
                                            expansion of KL(p(w) || p(w + theta))
 
-g is never formed. ``LocalMetric.mvp`` computes g theta = (1/|B|) J^T H (J theta) with one
-forward-mode product (``torch.func.jvp``) and one reverse-mode product through a ``vjp``
-closure built once per point w and reused for every product at that point.
+g is never formed. ``LocalMetric.mvp`` computes g theta = (1/|B|) J^T H (J theta) from one
+linearisation of the network per point w (``FunctionalMetric.at``), reused by every product at
+that point:
 
-``at(w, mask=m)`` restricts the metric to the coordinate subspace {theta : theta_i = 0 where
-m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta and pullbacks P J^T u with
-P = diag(m), so every solver's step stays in the subspace exactly.
+- fast path (:mod:`geodesic.fastmetric`), for chains of Linear / Conv / BatchNorm / pooling /
+  point-wise layers (the MLPs and VGGs): one forward pass at w saves the activations; J theta is
+  the per-layer forward tangent recursion over them (no primal recomputation) and J^T u is
+  reverse mode through the retained graph of that pass;
+- generic path, for any other module: J theta by ``torch.func.jvp`` (which recomputes the
+  forward pass) and J^T u through a ``torch.func.vjp`` closure.
+
+Both give the same numbers to rounding (tests/test_fast_paths.py); ``fast=False`` forces the
+generic path. ``amp=True`` runs the forward passes and tangents under CUDA autocast (bfloat16
+where supported, else float16) while z, the products and all solver state stay float32; on
+the CPU it is ignored.
+
+``LocalMetric.restrict(m)`` confines the metric at w to the coordinate subspace
+{theta : theta_i = 0 where m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta
+and pullbacks P J^T u with P = diag(m), so every solver's step stays in the subspace exactly.
 
 Models are always evaluated in eval mode here: BatchNorm uses its running statistics and no
 buffer is updated, so the metric is a function of the weights alone.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
+from geodesic.fastmetric import ChainLinearization, trace_chain
 from geodesic.registry import Registry
 
 OUTPUT_KINDS: Registry[Callable] = Registry("metric output kind")
@@ -86,7 +100,8 @@ class ParameterSpace:
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
 
     def unflatten(self, w: Tensor) -> dict[str, Tensor]:
-        return {n: t.view(s) for n, t, s in zip(self.names, w.split(self.numels), self.shapes)}
+        parts = w.split_with_sizes(self.numels)  # the C++ split: no Python-level checks
+        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
 
     def get(self, model: nn.Module) -> Tensor:
         return self.flatten(dict(model.named_parameters())).detach().clone()
@@ -113,13 +128,16 @@ class FunctionalMetric:
 
     When the pool holds more than ``batch_size`` inputs, each call of ``at`` draws a fresh batch
     with the metric's own generator (its state is part of ``state_dict``, so a resumed traversal
-    draws the same batches). ``reference`` weights w0 (default: the model's weights when the metric is built) fix the
-    outputs z0 = f(x; w0) against which ``LocalMetric.distance_gradient`` measures the output
-    distance.
+    draws the same batches). ``reference`` weights w0 (default: the model's weights when the
+    metric is built) fix the outputs z0 = f(x; w0) against which
+    ``LocalMetric.distance_gradient`` measures the output distance. ``fast`` selects the
+    per-layer products when the model is a supported chain (``self.chain`` is then not None);
+    ``amp`` enables CUDA autocast for the forward passes (see the module docstring).
     """
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
-                 batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0):
+                 batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0,
+                 *, fast: bool = True, amp: bool = False):
         self.model, self.inputs, self.output = model, inputs, output
         self.operator = OUTPUT_KINDS.get(output)
         self.space = ParameterSpace(model)
@@ -128,11 +146,28 @@ class FunctionalMetric:
         self.generator = torch.Generator().manual_seed(seed)
         self.reference = (self.space.get(model) if reference is None else reference).detach()
         self.evals = 0  # forward+backward-equivalent evaluations, the unit of compute
+        self.chain = trace_chain(model, self.space.names) if fast else None
+        self.amp = amp
+
+    def autocast(self):
+        """A CUDA autocast factory when ``amp`` is on and the inputs live on a GPU, else None."""
+        if not (self.amp and self.inputs.is_cuda):
+            return None
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return partial(torch.autocast, device_type="cuda", dtype=dtype)
 
     def function(self, w: Tensor, x: Tensor) -> Tensor:
         """z = f(x; w) with the module's buffers, in eval mode."""
         with eval_mode(self.model):
             return functional_call(self.model, {**self.space.unflatten(w), **self.buffers}, (x,))
+
+    def linearize(self, w: Tensor, x: Tensor) -> "ChainLinearization | GenericLinearization":
+        """The network at w on x: an object with ``z``, ``jvp(theta)`` and ``vjp(u)``."""
+        if self.chain is not None:
+            frozen = {n: p.detach() for n, p in self.model.named_parameters()
+                      if n not in set(self.space.names)}
+            return ChainLinearization(self.chain, self.space, w, x, frozen, self.autocast())
+        return GenericLinearization(self, w, x)
 
     def sample(self) -> Tensor:
         if self.batch_size == len(self.inputs):
@@ -140,8 +175,8 @@ class FunctionalMetric:
         idx = torch.randperm(len(self.inputs), generator=self.generator)[: self.batch_size]
         return self.inputs[idx.to(self.inputs.device)]
 
-    def at(self, w: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> "LocalMetric":
-        return LocalMetric(self, w.detach(), self.sample() if x is None else x, mask)
+    def at(self, w: Tensor, x: Tensor | None = None) -> "LocalMetric":
+        return LocalMetric(self, w.detach(), self.sample() if x is None else x)
 
     def dense(self, w: Tensor, x: Tensor | None = None) -> Tensor:
         """The n x n matrix g(w), from the full Jacobian: for tests on small models only."""
@@ -159,26 +194,68 @@ class FunctionalMetric:
         self.generator.set_state(state["generator"])
 
 
-class LocalMetric:
-    """The metric linearised at one point w on one batch x: products reuse one vjp closure.
-    With ``mask`` (0/1 over w), the metric of the subspace the mask leaves free."""
+class GenericLinearization:
+    """Any module: J theta by ``torch.func.jvp`` (recomputing the forward pass), J^T u through
+    one ``torch.func.vjp`` closure built here and reused."""
 
-    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor,
-                 mask: Tensor | None = None):
-        self.metric, self.w, self.x, self.mask = metric, w, x, mask
-        self.z, self._pullback = vjp(lambda v: metric.function(v, x), w)
-        self.z = self.z.detach()
-        metric.evals += 1
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
+        self.autocast = metric.autocast()
+        self.function = lambda v: metric.function(v, x)
+        with self._autocast():
+            z, self._pullback = vjp(self.function, w)
+        self.w, self.out_dtype = w, z.dtype
+        self.z = z.detach().to(w.dtype)
+
+    def _autocast(self):
+        return self.autocast() if self.autocast is not None else nullcontext()
 
     def jvp(self, theta: Tensor) -> Tensor:
-        """J theta (J P theta with a mask): the first-order change of the outputs, (B, m)."""
-        if self.mask is not None:
-            theta = theta * self.mask
-        return jvp(lambda v: self.metric.function(v, self.x), (self.w,), (theta,))[1]
+        with self._autocast():
+            return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
+
+    def vjp(self, u: Tensor) -> Tensor:
+        return self._pullback(u.to(self.out_dtype))[0]
+
+
+class LocalMetric:
+    """The metric linearised at one point w on one batch x: every product reuses one
+    linearisation (saved activations and the retained graph, or one vjp closure).
+
+    ``batch`` is the number of inputs the metric averages over and ``reduce`` sums a
+    per-batch quantity over it; on one process that is x itself (the identity), and
+    :class:`geodesic.distributed.DistributedMetric` overrides both to all-reduce across ranks.
+    """
+
+    mask: Tensor | None = None  # see ``restrict``
+
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
+        self.metric, self.w, self.x = metric, w, x
+        self.linear = metric.linearize(w, x)
+        self.z = self.linear.z
+        metric.evals += 1
+
+    def restrict(self, mask: Tensor | None) -> "LocalMetric":
+        """Confine every later product to the subspace where ``mask`` (0/1 over w) is 1:
+        J -> J P, so g -> P g P and J^T u -> P J^T u. None: no restriction."""
+        self.mask = mask
+        return self
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+    def reduce(self, total: Tensor) -> Tensor:
+        """Sum of a batch-summed quantity over every shard of the batch (here: one shard)."""
+        return total
+
+    def jvp(self, theta: Tensor) -> Tensor:
+        """J theta (J P theta when restricted): the first-order change of the outputs, (B, m)."""
+        return self.linear.jvp(theta if self.mask is None else theta * self.mask)
 
     def pullback(self, u: Tensor) -> Tensor:
-        """(1/|B|) J^T u (P J^T u with a mask) for an output-space vector u of shape (B, m)."""
-        grad = self._pullback(u)[0] / self.x.shape[0]
+        """(1/|B|) J^T u for an output-space vector u of shape (B, m); the 1/|B| is applied to
+        the small u rather than the n-vector. P J^T u when restricted."""
+        grad = self.reduce(self.linear.vjp(u / self.batch))
         return grad if self.mask is None else grad * self.mask
 
     def mvp(self, theta: Tensor) -> Tensor:
@@ -190,7 +267,7 @@ class LocalMetric:
         """theta^T g theta = (1/|B|) sum_x (J_x theta)^T H (J_x theta), from one jvp."""
         self.metric.evals += 1
         u = self.jvp(theta)
-        return (u * self.metric.operator(self.z, u)).sum() / self.x.shape[0]
+        return self.reduce((u * self.metric.operator(self.z, u)).sum()) / self.batch
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""

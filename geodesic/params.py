@@ -14,6 +14,8 @@ MODELS = ("mlp", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
 SOLVERS = ("qp", "cg", "penalty")
 OUTPUTS = ("logits", "probs", "fisher")
 DEVICES = ("auto", "cpu", "cuda")
+DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+                  "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
 
 
 @dataclass
@@ -158,6 +160,25 @@ class Params:
     continual: ContinualSettings = setting(ContinualSettings(), "continual learning (stage "
                                            "continual)")
     connect: ConnectSettings = setting(ConnectSettings(), "mode connectivity (stage connect)")
+
+    def validate(self, prefix: str) -> None:
+        """Checks across sections: the model fits the data; the stages use trained seeds."""
+        shape, _ = DATASET_SHAPES[self.data.name]
+        if self.model.name.startswith("vgg") and shape[-1] % 32:
+            raise ParamsError("model.name", self.model.name,
+                              f"an mlp for {self.data.name} ({shape[-1]}x{shape[-1]} inputs); "
+                              "the vgg models need 32x32 inputs (cifar10, cifar100)")
+        if self.sparsify.seed not in self.train.seeds:
+            raise ParamsError("sparsify.seed", self.sparsify.seed,
+                              f"one of train.seeds {self.train.seeds}")
+        a, b = (self.connect.seeds + [None, None])[:2]
+        if len(self.connect.seeds) != 2 or a == b:
+            raise ParamsError("connect.seeds", self.connect.seeds,
+                              "two different seeds, e.g. [0, 1]")
+        for seed in self.connect.seeds:
+            if seed not in self.train.seeds:
+                raise ParamsError("connect.seeds", self.connect.seeds,
+                                  f"seeds among train.seeds {self.train.seeds}")
 
 
 def parse_params(data: dict) -> Params:

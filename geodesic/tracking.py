@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from contextlib import contextmanager
@@ -78,6 +79,7 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
     """One MLflow run for one stage execution; yields the active run."""
     mlflow.set_tracking_uri(tracking_uri())
     exp = experiment_id(experiment or stage)
+    mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
             **extra_tags()}
     parent = os.environ.get("GEODESIC_PARENT_RUN_ID")
@@ -111,7 +113,8 @@ def log_artifact(path, artifact_path: str | None = None) -> None:
 
 class MLflowCallback(Callback):
     """Logs every numeric entry of every step record (batched through ``log_batch``), the
-    milestones, and each saved checkpoint as an artifact under ``checkpoints/step-XXXXXX``."""
+    milestones (as ``<key>/<milestone>``, characters MLflow rejects replaced by ``_``), and
+    each saved checkpoint as an artifact under ``checkpoints/step-XXXXXX``."""
 
     def __init__(self, run_id: str | None = None, flush_every: int = 100, prefix: str = ""):
         self.run_id = run_id or mlflow.active_run().info.run_id
@@ -136,7 +139,7 @@ class MLflowCallback(Callback):
             self.flush()
 
     def on_milestone(self, name: str, record: dict, w) -> None:
-        self._add(record, record["step"], suffix=f"@{name}")
+        self._add(record, record["step"], suffix="/" + re.sub(r"[^\w\-. :/]", "_", name))
 
     def on_checkpoint(self, step: int, file: Path) -> None:
         self.flush()

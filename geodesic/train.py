@@ -97,6 +97,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device="cpu", di
         for x, y in batches(data.train, cfg.batch_size, gen):
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {float(loss.detach())} in epoch {epoch + 1}: training diverged "
+                    f"(lower train.lr?); the checkpoint of epoch {epoch} is kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -4,9 +4,9 @@
 
 with the given solver and moves w <- w + theta*, until the objective says stop or the step
 budget runs out. The loop knows nothing of sparsity, tasks or tracking: the objective supplies
-v(w), the coordinate subspace
-the step may move in (``subspace``: the metric and v are restricted to it, so the solver's step
-stays in it exactly), constraints and milestones; callbacks see every record, milestone and checkpoint.
+v(w), the coordinate subspace a step may move in (``subspace``: the metric and v are restricted
+to it, so every solver's step stays in it exactly), constraints and milestones; callbacks see
+every record, milestone and checkpoint.
 
 A record holds: ``step``; ``step_norm`` = ||theta||; ``functional_step`` = sqrt(theta^T g theta);
 ``eta`` (halved after a non-finite step); ``evals``, the cumulative forward+backward-equivalent
@@ -121,7 +121,7 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
 
     while step < max_steps and not objective.done(w):
         mask = objective.subspace()
-        local = metric.at(w, mask=mask)
+        local = metric.at(w).restrict(mask)
         v = objective.direction(w, local)
         v = v if mask is None else v * mask
         if not _finite(v):

@@ -16,6 +16,17 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 PATHS = Path("paths")
+CHECKPOINTS = Path("checkpoints")
+
+
+def checkpoint_dir(stage: str, params: Params, *sections: str) -> Path:
+    """Where a stage keeps its resumable checkpoints: ``checkpoints/<stage>/<hash>``, the hash
+    of the sections it depends on. Not a DVC output, so ``dvc repro`` does not delete it before
+    rerunning the stage: a killed stage resumes, and changed parameters start afresh."""
+    import hashlib
+    import json
+    key = json.dumps(params_dict(params, *sections), sort_keys=True)
+    return CHECKPOINTS / stage / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def model_file(seed: int) -> Path:

@@ -6,14 +6,14 @@ Outputs: ``metrics/sparsify.json`` ({"dense": ..., "methods": {method: {level: {
 val_acc, sparsity, grad_evals, seconds}}}}), ``plots/sparsify.csv`` and ``plots/sparsify.png``
 (test accuracy against sparsity per method), ``outputs/sparsify/<method>.safetensors`` (each
 method's network at the last level), ``paths/sparsify/<method>/`` (the traversals: records,
-milestones, resumable checkpoints; a rerun with the same settings resumes, other settings start
-afresh). MLflow: one run for the stage, one nested run per method with every step record, every
+milestones, final weights). The traversals checkpoint under ``checkpoints/sparsify/<hash of the
+settings>/<method>``, outside DVC's outputs: a killed stage resumes where it stopped, changed
+settings start afresh. MLflow: one run for the stage, one nested run per method with every step record, every
 checkpoint and the per-level table.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import shutil
@@ -24,28 +24,27 @@ import torch
 from geodesic import tracking
 from geodesic.device import resolve_device
 from geodesic.evaluate import accuracy
-from geodesic.io import atomic_write, read_json, save_tensors, write_json
+from geodesic.io import atomic_write, save_tensors, write_json
 from geodesic.models import build_model
 from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
 from geodesic.train import TrainConfig
-from stages.common import (METRICS, PATHS, PLOTS, load_base_model, load_data, main, model_file,
-                           params_dict)
+from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
+                           main, params_dict)
 
 log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
 SECTIONS = ("data", "model", "train", "sparsify")
 
 
-def fresh_directory(method: str, config: dict):
-    """``paths/sparsify/<method>``, emptied unless it holds a run of the same ``config``."""
-    directory = PATHS / "sparsify" / method
-    stamp = directory / "config.json"
-    if directory.exists() and (not stamp.exists() or read_json(stamp) != config):
-        shutil.rmtree(directory)
-    write_json(stamp, config)
-    return directory
+def publish_path(directory: Path, method: str) -> None:
+    """Copy a finished traversal (records, milestones, final weights; not its checkpoints) from
+    the stage's checkpoint folder to the DVC output ``paths/sparsify/<method>``."""
+    if (directory / "records.json").exists():
+        target = PATHS / "sparsify" / method
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(directory, target, ignore=shutil.ignore_patterns("checkpoints", ".*"))
 
 
 def write_plots(table: dict, levels: list[str]) -> None:
@@ -80,20 +79,19 @@ def sparsify_stage(params: Params) -> None:
     dense_test = accuracy(model, ctx.split("test"))[0]
     dense_val = accuracy(model, ctx.split("val"))[0]
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
-    config = {**params_dict(params, *SECTIONS),
-              "base": hashlib.sha256(model_file(s.seed).read_bytes()).hexdigest()}
+    resume = checkpoint_dir("sparsify", params, *SECTIONS)
     levels = [repr(float(p)) for p in s.levels]
     with tracking.stage_run("sparsify", params_dict(params, *SECTIONS)):
         tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})
         for method in s.methods:
             with tracking.method_run(method, {"method": method}):
                 callbacks = [tracking.MLflowCallback()]
-                results = SPARSIFY_METHODS.get(method)(ctx, fresh_directory(method, config),
-                                                       callbacks)
+                results = SPARSIFY_METHODS.get(method)(ctx, resume / method, callbacks)
+                publish_path(resume / method, method)
                 rows = score(ctx, results)
                 table["methods"][method] = rows
                 for level, row in rows.items():
-                    tracking.log_metrics({f"{k}@{level}": v for k, v in row.items()})
+                    tracking.log_metrics({f"{k}/{level}": v for k, v in row.items()})
                     log.info("%-18s %s: test %.4f  val %.4f  sparsity %.4f  evals %.0f  %.1fs",
                              method, level, row["test_acc"], row["val_acc"], row["sparsity"],
                              row["grad_evals"], row["seconds"])

@@ -13,7 +13,8 @@ from geodesic.io import save_tensors, write_json
 from geodesic.models import build_model
 from geodesic.params import Params
 from geodesic.train import TrainConfig, train
-from stages.common import METRICS, MODELS, load_data, main, model_file, params_dict
+from stages.common import (METRICS, checkpoint_dir, load_data, main, model_file,
+                           params_dict)
 
 log = logging.getLogger("stages.train")
 
@@ -23,6 +24,7 @@ def train_stage(params: Params) -> None:
     device = resolve_device(t.device)
     data = load_data(params)
     results = {}
+    ckpt = checkpoint_dir("train", params, "data", "model", "train")
     with tracking.stage_run("train", params_dict(params, "data", "model", "train")):
         for seed in t.seeds:
             cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
@@ -31,11 +33,11 @@ def train_stage(params: Params) -> None:
                 torch.manual_seed(seed)
                 model = build_model(params.model.name, data.in_shape, data.num_classes,
                                     params.model.widths)
-                result = train(model, data, cfg, device=device, directory=MODELS / f"seed{seed}",
+                result = train(model, data, cfg, device=device, directory=ckpt / f"seed{seed}",
                                on_epoch=lambda r, m: tracking.log_metrics(r, step=r["epoch"]))
                 save_tensors(model_file(seed), model.state_dict())
                 tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss,
-                                      "val_acc": result.val_acc, "seconds": result.seconds})
+                                      "seconds": result.seconds})
                 tracking.log_artifact(model_file(seed), "model")
             log.info("seed %d: test accuracy %.4f in %.1fs", seed, result.test_acc,
                      result.seconds)

@@ -75,7 +75,7 @@ def check_mlflow(tmp_path):
     geo = next(r for r in children if r.data.tags["method"] == "geodesic")
     steps = [m.step for m in client.get_metric_history(geo.info.run_id, "step_norm")]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
-    assert "test_acc@0.9" in geo.data.metrics
+    assert "test_acc/0.9" in geo.data.metrics
     folders = [a.path for a in client.list_artifacts(geo.info.run_id, "checkpoints")]
     assert "checkpoints/step-000002" in folders
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
@@ -94,7 +94,7 @@ def test_mnist_mlp_by_params_alone(project):
     check_outputs(params, metrics, 784 * 16 + 16 * 10)
     check_mlflow(project)
     records = json.load(open("paths/sparsify/geodesic/records.json"))
-    sparsify_stage(params)  # same settings: the traversal resumes from its finished checkpoint
+    sparsify_stage(params)  # same settings: the traversal resumes from its last checkpoint
     assert json.load(open("paths/sparsify/geodesic/records.json")) == records
     again = json.loads(open("metrics/sparsify.json").read())
     assert again["methods"]["geodesic"] == {

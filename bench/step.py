@@ -1,0 +1,178 @@
+"""Cost of one traversal step per solver and model, in SGD steps: time and peak memory.
+
+    python bench/step.py                                  # mlp, vgg11, vgg16_bn; ~10 min on 2 cores
+    python bench/step.py --models mlp --rounds 30 --batch 256
+
+A step is one iteration of :func:`geodesic.traverse.traverse` (``max_steps=1``) with the
+solver built by ``build_solver`` from the default :class:`~geodesic.params.GeodesicSettings`
+(``cg``: 10 Lanczos iterations, exact Krylov trust-region step; ``qp``: 3 power iterations and
+20 FISTA iterations; ``penalty``: one pullback), toward a random target (v = w_target - w), on
+a metric batch equal to the SGD batch. Time: rounds alternating the SGD step (forward, loss,
+backward, momentum update) and one step of each solver; figures are median step time over
+median SGD-step time in the same run.
+
+Memory: each configuration runs in a fresh subprocess with glibc's malloc told to map every
+block over 64 kB separately (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident
+set at once. It sets up the model, batch and metric, makes one warm-up step (kernels and
+libraries load; an SGD warm-up uses a separate optimiser, deleted after), records the resident
+set size, resets the peak (Linux ``/proc/self/clear_refs``), runs two SGD steps (a fresh
+momentum optimiser: its buffers and the gradients count) or two traversal steps (the previous
+step's linearisation is alive while the next one is built, as in the loop), and reports peak
+minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before. The
+ratio is that increase over the SGD step's.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from bench.common import alternate, machine, make, ratios, sgd_step, table, write  # noqa: E402
+from geodesic.metric import FunctionalMetric  # noqa: E402
+from geodesic.objectives import TowardTarget  # noqa: E402
+from geodesic.params import GeodesicSettings  # noqa: E402
+from geodesic.solvers import SOLVERS, build_solver  # noqa: E402
+from geodesic.traverse import traverse  # noqa: E402
+
+SOLVER_NAMES = ["cg", "qp", "penalty"]
+DEFAULT_ROUNDS = {"mlp": 20, "mlp784": 20, "vgg11": 3, "vgg11_bn": 3, "vgg16": 2, "vgg16_bn": 2}
+
+
+def stepper(name: str, solver_name: str, model, x):
+    """A closure that makes one traversal step with ``solver_name`` and default settings;
+    returns the metric so the caller can read ``evals``."""
+    settings = dataclasses.replace(GeodesicSettings(), solver=solver_name)
+    assert solver_name in SOLVERS
+    solver = build_solver(settings)
+    metric = FunctionalMetric(model, x, settings.output)
+    w0 = metric.space.get(model)
+    target = w0 + torch.randn(w0.shape, generator=torch.Generator().manual_seed(11)).to(w0)
+    objective = TowardTarget(target, tol=0.0)
+
+    def step(steps: int = 1):
+        return traverse(model, objective, metric, solver, eta=settings.eta, beta=settings.beta,
+                        max_steps=steps)
+
+    return step, metric
+
+
+def rss_kb(field: str = "VmRSS") -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
+
+
+def probe(name: str, config: str, batch: int) -> dict:
+    """Peak memory increase of two steps of ``config`` ('sgd' or a solver), in a fresh process."""
+    model, x, y = make(name, batch)
+    if config == "sgd":
+        sgd_step(model, x, y)()  # warm-up with its own optimiser, dropped here
+        model.zero_grad(set_to_none=True)
+        run = sgd_step(model, x, y)
+        go = lambda: (run(), run())
+    else:
+        step, _ = stepper(name, config, model, x)
+        step(1)
+        go = lambda: step(2)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        go()
+        torch.cuda.synchronize()
+        return {"base_mb": before / 2**20,
+                "delta_mb": (torch.cuda.max_memory_allocated() - before) / 2**20, "kind": "cuda"}
+    base = rss_kb()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    go()
+    return {"base_mb": base / 1024, "delta_mb": (rss_kb("VmHWM") - base) / 1024,
+            "peak_mb": rss_kb("VmHWM") / 1024, "kind": "rss"}
+
+
+def memory(name: str, configs: list[str], batch: int, threads: int | None) -> dict:
+    out = {}
+    for config in configs:
+        cmd = [sys.executable, str(Path(__file__)), "--probe", name, config, "--batch", str(batch)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        out[config] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool) -> dict:
+    model, x, y = make(name, batch)
+    fns = {"sgd": sgd_step(model, x, y)}
+    metrics = {}
+    for solver_name in SOLVER_NAMES:
+        step, metrics[solver_name] = stepper(name, solver_name, model, x)
+        fns[solver_name] = step
+    warm = 1 if rounds > 2 else 0
+    t = time.perf_counter()
+    evals0 = {k: m.evals for k, m in metrics.items()}
+    times = alternate(fns, rounds, warmup=warm)
+    calls = rounds + warm
+    result = {"model": name, "batch": batch, "params": sum(p.numel() for p in model.parameters()),
+              "seconds": time.perf_counter() - t, "times": ratios(times),
+              "evals_per_step": {k: (m.evals - evals0[k]) / calls for k, m in metrics.items()}}
+    result["sgd_ms"] = 1e3 * result["times"]["sgd"]["median_s"]
+    if with_memory:
+        mem = memory(name, ["sgd"] + SOLVER_NAMES, batch, threads)
+        result["memory"] = mem
+        result["memory_ratio"] = {k: mem[k]["delta_mb"] / max(mem["sgd"]["delta_mb"], 1e-9)
+                                  for k in SOLVER_NAMES}
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["mlp", "vgg11", "vgg16_bn"])
+    parser.add_argument("--batch", type=int, default=128, help="SGD batch = metric batch")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"alternating rounds (default per model: {DEFAULT_ROUNDS})")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    parser.add_argument("--probe", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.probe:
+        print(json.dumps(probe(*args.probe, args.batch)))
+        return
+    results, rows = [], []
+    for name in args.models:
+        res = measure(name, args.batch, args.rounds or DEFAULT_ROUNDS.get(name, 3),
+                      args.threads, not args.no_memory)
+        results.append(res)
+        for solver_name in SOLVER_NAMES:
+            t = res["times"][solver_name]
+            rows.append({"model": name, "solver": solver_name, "sgd_ms": res["sgd_ms"],
+                         "step/sgd": t["ratio"], "paired": t["paired"], "best": t["best"],
+                         "cpu": t.get("cpu", ""),
+                         "evals": res["evals_per_step"][solver_name],
+                         "mem/sgd": res.get("memory_ratio", {}).get(solver_name, ""),
+                         "rounds": t["rounds"]})
+        print(f"{name}: {res['seconds']:.0f} s", flush=True)
+    settings = dataclasses.asdict(GeodesicSettings())
+    print(f"\nmedian step time / median SGD-step time (batch {args.batch}); "
+          "mem/sgd: peak memory increase over the SGD step's")
+    print(table(rows, ["model", "solver", "sgd_ms", "step/sgd", "paired", "best", "cpu", "evals",
+                       "mem/sgd", "rounds"]))
+    file = write("step", {"machine": machine(), "batch": args.batch, "settings": settings,
+                          "results": results,
+                          "command": "python bench/step.py " + " ".join(argv or sys.argv[1:])})
+    print(f"\nwritten {file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The fast paths give the plain path's numbers: per-layer products (geodesic.fastmetric) equal
+the generic torch.func products and the dense J^T H J in float64, for every output kind;
+unsupported models fall back; AMP is off on the CPU."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geodesic.metric import FunctionalMetric
+from geodesic.models import VGG
+from geodesic.objectives import TowardTarget
+from geodesic.solvers import ConjugateGradient
+from geodesic.traverse import traverse
+from tests.conftest import tiny_convnet_bn, tiny_mlp
+
+
+def with_bn_statistics(net: nn.Module, shape) -> nn.Module:
+    with torch.no_grad():
+        net.train()(torch.randn(16, *shape[1:]) * 2 + 1)
+    return net.eval()
+
+
+def tiny_vgg_bn():
+    """The library's VGG class (features, flatten, classifier) with BatchNorm, tiny."""
+    torch.manual_seed(0)
+    return with_bn_statistics(VGG([3, "M", 4, 4, "M"], (2, 8, 8), 5, batch_norm=True), (1, 2, 8, 8))
+
+
+def tiny_vgg():
+    torch.manual_seed(1)
+    return VGG([3, "M", 4, "M"], (2, 8, 8), 5, batch_norm=False)
+
+
+def mixed_layers():
+    """Every other supported layer kind: LeakyReLU, Sigmoid, AvgPool, BatchNorm1d, Dropout."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.LeakyReLU(0.1),
+                        nn.AvgPool2d(2), nn.Identity(),
+                        nn.Flatten(), nn.Linear(3 * 4 * 4, 6), nn.BatchNorm1d(6), nn.Sigmoid(),
+                        nn.Dropout(0.5), nn.Linear(6, 4))
+    return with_bn_statistics(net, (1, 2, 8, 8))
+
+
+class Functional(nn.Module):
+    """A forward written with functional calls and tensor methods, traced by torch.fx."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv, self.pool = nn.Conv2d(2, 3, 3, padding=1), nn.MaxPool2d(2)
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x):
+        h = self.pool(F.relu(self.conv(x)))
+        return self.fc(torch.tanh(h.flatten(1)))
+
+
+class Residual(nn.Module):
+    """Not a chain (a skip connection): the generic path must take over."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.b(x + torch.tanh(self.a(x)))
+
+
+CHAINS = [(tiny_mlp, (7, 6)), (tiny_convnet_bn, (5, 2, 4, 4)), (tiny_vgg_bn, (4, 2, 8, 8)),
+          (tiny_vgg, (4, 2, 8, 8)), (mixed_layers, (5, 2, 8, 8)), (Functional, (3, 2, 8, 8))]
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+@pytest.mark.parametrize("kind", ["logits", "probs", "fisher"])
+@pytest.mark.parametrize("make, shape", CHAINS, ids=lambda v: getattr(v, "__name__", ""))
+def test_fast_products_equal_generic_and_dense(float64, make, shape, kind):
+    model = make().double()
+    x = torch.randn(*shape)
+    fast, plain = FunctionalMetric(model, x, kind), FunctionalMetric(model, x, kind, fast=False)
+    assert fast.chain is not None and plain.chain is None
+    w = fast.space.get(model) + 0.1 * torch.randn(fast.space.dim)  # off the stored weights
+    dense = plain.dense(w)
+    a, b = fast.at(w), plain.at(w)
+    assert rel(a.z, b.z) < 1e-12
+    for _ in range(2):
+        theta = torch.randn_like(w)
+        assert rel(a.jvp(theta), b.jvp(theta)) < 1e-12
+        assert rel(a.mvp(theta), dense @ theta) < 1e-10
+        assert rel(a.mvp(theta), b.mvp(theta)) < 1e-12
+        assert float(a.quadratic(theta)) == pytest.approx(float(theta @ dense @ theta), rel=1e-10)
+    u = torch.randn_like(a.z)
+    assert rel(a.pullback(u), b.pullback(u)) < 1e-12
+    assert rel(a.distance_gradient(), b.distance_gradient()) < 1e-12
+
+
+def test_library_models_take_the_fast_path():
+    from geodesic.models import build_model
+    for name, shape in [("mlp", (1, 8, 8)), ("vgg11", (3, 32, 32)), ("vgg16_bn", (3, 32, 32))]:
+        model = build_model(name, shape, 10)
+        assert FunctionalMetric(model, torch.randn(2, *shape)).chain is not None, name
+
+
+def test_frozen_parameters_are_constants(float64):
+    model = tiny_vgg_bn().double()
+    model.features[0].weight.requires_grad_(False)
+    x = torch.randn(4, 2, 8, 8)
+    fast, plain = FunctionalMetric(model, x), FunctionalMetric(model, x, fast=False)
+    assert fast.chain is not None and fast.space.dim == plain.space.dim
+    w = fast.space.get(model)
+    theta = torch.randn_like(w)
+    assert rel(fast.at(w).mvp(theta), plain.dense(w) @ theta) < 1e-10
+
+
+def test_non_chains_fall_back_to_the_generic_path(float64):
+    for model in (Residual().double(), nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4)).double()):
+        x = torch.randn(5, 6)
+        metric = FunctionalMetric(model, x)
+        assert metric.chain is None
+        w = metric.space.get(model)
+        theta = torch.randn_like(w)
+        assert rel(metric.at(w).mvp(theta), metric.dense(w) @ theta) < 1e-10
+
+
+def test_fast_and_generic_traversals_agree(float64):
+    def run(fast):
+        model = tiny_vgg_bn().double()
+        x = torch.randn(12, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+        metric = FunctionalMetric(model, x, batch_size=8, seed=1, fast=fast)
+        w0 = metric.space.get(model)
+        target = w0 + torch.randn(w0.shape, generator=torch.Generator().manual_seed(6))
+        return traverse(model, TowardTarget(target, 1e-3), metric, ConjugateGradient(iters=4),
+                        eta=0.05, max_steps=5)
+
+    fast, plain = run(True), run(False)
+    assert rel(fast.weights, plain.weights) < 1e-10
+    for r, s in zip(fast.records, plain.records):
+        assert r["functional_step"] == pytest.approx(s["functional_step"], rel=1e-8)
+        assert r["evals"] == s["evals"]
+
+
+def test_amp_is_off_on_the_cpu():
+    model = tiny_convnet_bn()
+    x = torch.randn(5, 2, 4, 4)
+    amp, plain = FunctionalMetric(model, x, amp=True), FunctionalMetric(model, x)
+    assert amp.autocast() is None
+    w = amp.space.get(model)
+    theta = torch.randn_like(w)
+    assert torch.equal(amp.at(w).mvp(theta), plain.at(w).mvp(theta))
+    generic = FunctionalMetric(model, x, amp=True, fast=False)
+    assert generic.autocast() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_on_cuda_keeps_float32_state_and_stays_close():
+    model = tiny_vgg_bn().cuda()
+    x = torch.randn(8, 2, 8, 8, device="cuda")
+    amp, plain = FunctionalMetric(model, x, amp=True), FunctionalMetric(model, x)
+    assert amp.autocast() is not None
+    w = amp.space.get(model)
+    theta = torch.randn_like(w)
+    a, b = amp.at(w), plain.at(w)
+    assert a.z.dtype == torch.float32 and a.mvp(theta).dtype == torch.float32
+    assert rel(a.mvp(theta), b.mvp(theta)) < 5e-2
