@@ -86,12 +86,15 @@ class SparsifySettings(GeodesicSettings):
 
     seed: int = setting(0, "which base network (a seed of train.seeds)", low=0)
     levels: list[float] = setting([0.5, 0.8, 0.9, 0.95, 0.98], "sparsity schedule (increasing)",
-                                  low=0.0, high=1.0, low_open=True, high_open=True)
+                                  low=0.0, high=1.0, high_open=True)
     steps_per_level: int = setting(150, "step cap of one level; its mask is applied at the cap",
                                    low=1)
-    level_tol: float = setting(0.1, "a level ends once ||P_p(w) - w|| <= level_tol", low=0.0)
+    level_tol: float = setting(0.1, "a level's approach ends once ||P_p(w) - w|| <= level_tol",
+                               low=0.0)
+    settle_steps: int = setting(0, "steps at each level after its mask (anchor and task "
+                                "directions only, in the sparse subspace)", low=0)
     max_steps: int = setting(0, "step budget of the whole traversal (0: levels x "
-                             "steps_per_level)", low=0)
+                             "(steps_per_level + settle_steps))", low=0)
     anchor: float = setting(0.1, "alpha of the anchored form v = P_p(w) - w - alpha grad D(w); "
                             "0: the paper's plain form", low=0.0)
     task_beta: float = setting(1.0, "weight of the labelled task direction -grad L in "
@@ -110,7 +113,7 @@ class SparsifySettings(GeodesicSettings):
     imp_lr: float = setting(0.05, "learning rate of imp's retraining", low=0.0, low_open=True)
     baseline_batch: int = setting(64, "minibatch size of the baselines' SGD", low=1)
     imp_fraction: float = setting(0.2, "fraction of the remaining weights imp prunes per round",
-                                  low=0.0, high=1.0, low_open=True, high_open=True)
+                                  low=0.0, high=1.0, high_open=True)
     imp_rewind_epochs: int = setting(1, "imp rewinds to the base network after this many "
                                      "epochs of its training", low=0)
 
@@ -123,6 +126,9 @@ class SparsifySettings(GeodesicSettings):
         if needs and "geodesic" not in self.methods:
             raise ParamsError(f"{prefix}.methods", self.methods,
                               f"'geodesic' too: {', '.join(needs)} get its compute per level")
+        if self.settle_steps and self.anchor == 0 and "geodesic" in self.methods:
+            raise ParamsError(f"{prefix}.settle_steps", self.settle_steps,
+                              "0 when anchor is 0 (with no anchor the settling direction is 0)")
         if self.max_steps and self.max_steps < len(self.levels):
             raise ParamsError(f"{prefix}.max_steps", self.max_steps,
                               f"0 or at least one step per level (>= {len(self.levels)})")

@@ -73,7 +73,7 @@ class SparsifyContext:
     @property
     def max_steps(self) -> int:
         s = self.settings
-        return s.max_steps or s.steps_per_level * len(s.levels)
+        return s.max_steps or (s.steps_per_level + s.settle_steps) * len(s.levels)
 
 
 def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
@@ -84,7 +84,8 @@ def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
     ctx.space.set(model, ctx.dense)
     train, val, test = ctx.split("train"), ctx.split("val"), ctx.split("test")
     metric = FunctionalMetric(model, train.x, s.output, s.metric_batch, seed=s.seed)
-    sparsify = Sparsify(ctx.projection, s.levels, s.steps_per_level, s.level_tol)
+    sparsify = Sparsify(ctx.projection, s.levels, s.steps_per_level, s.level_tol,
+                        s.settle_steps)
     task = TaskLoss(metric.function, train.x, train.y, s.metric_batch, seed=s.seed + 1)
     objective = build_sparsify_objective(sparsify, s.anchor, task if hybrid else None,
                                          s.task_beta)
@@ -182,13 +183,13 @@ def _imp(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
 
 
 def score(ctx: SparsifyContext, results: LevelResults) -> dict[str, dict]:
-    """{level: {test_acc, val_acc, sparsity, grad_evals, seconds}} for one method."""
+    """{level: {test_acc, val_acc, val_loss, sparsity, grad_evals, seconds}} for one method
+    (accuracy and loss of the network as it is; with BatchNorm, its running statistics)."""
     rows = {}
     for name, r in results.items():
-        rows[name] = {"test_acc": score_weights(ctx.model, ctx.space, r.weights,
-                                                ctx.split("test"))[0],
-                      "val_acc": score_weights(ctx.model, ctx.space, r.weights,
-                                               ctx.split("val"))[0],
+        test_acc, _ = score_weights(ctx.model, ctx.space, r.weights, ctx.split("test"))
+        val_acc, val_loss = score_weights(ctx.model, ctx.space, r.weights, ctx.split("val"))
+        rows[name] = {"test_acc": test_acc, "val_acc": val_acc, "val_loss": val_loss,
                       "sparsity": ctx.projection.sparsity(r.weights),
                       "grad_evals": r.grad_evals, "seconds": r.seconds}
     return rows

@@ -30,13 +30,13 @@ def one_thread():
 
 
 def setup(levels=LEVELS, steps=15, tol=0.05, anchor=0.0, task_beta=0.0, batch=32, seed=0,
-          pool=48):
+          pool=48, settle=0):
     model = net(seed)
     x = torch.randn(pool, 12, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 4, (pool,), generator=torch.Generator().manual_seed(2))
     metric = FunctionalMetric(model, x, batch_size=batch, seed=3)
     projection = MagnitudeProjection.build(model, metric.space)
-    sparsify = Sparsify(projection, levels, steps, tol)
+    sparsify = Sparsify(projection, levels, steps, tol, settle)
     task = TaskLoss(metric.function, x, y, 16, seed=4)
     objective = build_sparsify_objective(sparsify, anchor, task, task_beta)
     return model, metric, projection, sparsify, objective
@@ -53,10 +53,11 @@ class Weights(Callback):
         self.milestones[name] = (record["step"], w.clone())
 
 
-@pytest.mark.parametrize("solver", [ConjugateGradient(iters=4), ProjectedGradient(iters=4),
-                                    Penalty()])
-def test_every_level_is_exact_and_pruned_weights_stay_zero(solver):
-    model, metric, projection, sparsify, objective = setup(anchor=0.1)
+@pytest.mark.parametrize("solver, settle", [(ConjugateGradient(iters=4), 0),
+                                            (ConjugateGradient(iters=4), 3),
+                                            (ProjectedGradient(iters=4), 0), (Penalty(), 0)])
+def test_every_level_is_exact_and_pruned_weights_stay_zero(solver, settle):
+    model, metric, projection, sparsify, objective = setup(anchor=0.1, settle=settle)
     seen = Weights()
     path = traverse(model, objective, metric, solver, eta=0.05, max_steps=100,
                     callbacks=[seen])
@@ -122,7 +123,7 @@ class Kill(Callback):
 
 def test_interrupted_mid_level_and_resumed_equals_uninterrupted(tmp_path):
     kwargs = dict(eta=0.05, max_steps=45, checkpoint_every=4)
-    hybrid = dict(anchor=0.1, task_beta=0.5, steps=12)
+    hybrid = dict(anchor=0.1, task_beta=0.5, steps=12, settle=2)
     model, metric, projection, sparsify, objective = setup(**hybrid)
     full = traverse(model, objective, metric, ConjugateGradient(iters=3),
                     directory=tmp_path / "full", **kwargs)
@@ -132,7 +133,7 @@ def test_interrupted_mid_level_and_resumed_equals_uninterrupted(tmp_path):
                  directory=tmp_path / "cut", callbacks=[Kill(16)], **kwargs)
     ckpt = load_latest_checkpoint(tmp_path / "cut")
     assert ckpt.step == 16 and int(ckpt.objective["0.level"]) == 1  # inside the second level
-    assert 0 < int(ckpt.objective["0.level_steps"]) < 12
+    assert int(ckpt.objective["0.settling"]) == 0 and 0 < int(ckpt.objective["0.level_steps"])
     model, metric, projection, sparsify, objective = setup(**hybrid)
     resumed = traverse(model, objective, metric, ConjugateGradient(iters=3),
                        directory=tmp_path / "cut", **kwargs)
@@ -142,6 +143,26 @@ def test_interrupted_mid_level_and_resumed_equals_uninterrupted(tmp_path):
     assert strip(resumed.records) == strip(full.records)
     for name in full.milestones:
         assert torch.equal(resumed.milestone_weights(name), full.milestone_weights(name))
+
+
+def test_settling_keeps_the_mask_and_returns_toward_the_starting_function():
+    model, metric, projection, sparsify, objective = setup(levels=[0.8], steps=10, tol=0.0,
+                                                           anchor=1.0, settle=8, batch=48)
+    w0 = metric.space.get(model)
+    seen = Weights()
+    path = traverse(model, objective, metric, ConjugateGradient(iters=8), eta=0.05,
+                    max_steps=100, callbacks=[seen])
+    assert path.steps == 18 and path.milestones["0.8"]["step"] == 18
+
+    def output_distance(w):
+        return float((metric.function(w, metric.inputs) - metric.function(w0, metric.inputs))
+                     .pow(2).sum(-1).mean() / 2)
+
+    masked = seen.steps[9]  # the point right after the mask
+    assert projection.sparsity(masked) == projection.sparsity(path.weights) == pytest.approx(
+        round(0.8 * projection.count) / projection.count)
+    assert torch.equal(masked == 0, path.weights == 0)
+    assert output_distance(path.weights) < 0.9 * output_distance(masked)
 
 
 def test_composition_adds_the_anchor_and_task_directions():

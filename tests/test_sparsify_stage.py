@@ -32,7 +32,7 @@ def project(tmp_path, monkeypatch):
 
 def run_pipeline(data, model, sparsify):
     params = {"data": {"root": "raw", "val_fraction": 0.25, **data}, "model": model,
-              "train": {"seeds": [0], "epochs": 1, "batch_size": 8},
+              "train": {"seeds": [0, 1], "epochs": 1, "batch_size": 8},
               "sparsify": {**TINY, **sparsify}}
     with open("params.yaml", "w") as fh:
         yaml.safe_dump(params, fh)
@@ -50,7 +50,8 @@ def check_outputs(params, metrics, count):
     for method, rows in metrics["methods"].items():
         assert list(rows) == ["0.5", "0.9"]
         for level, row in rows.items():
-            assert set(row) == {"test_acc", "val_acc", "sparsity", "grad_evals", "seconds"}
+            assert set(row) == {"test_acc", "val_acc", "val_loss", "sparsity", "grad_evals",
+                                "seconds"}
             assert abs(row["sparsity"] * count - float(level) * count) <= 1, (method, level)
             if method in ("magnitude_finetune", "distill_finetune", "imp"):
                 assert row["grad_evals"] <= geodesic[level]["grad_evals"] + 1e-9

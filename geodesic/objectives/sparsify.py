@@ -6,10 +6,13 @@ At the current weights w and the current level p (a schedule p_1 < p_2 < ...):
                               (:class:`~geodesic.masks.MagnitudeProjection`)
     v(w)      = target(w) - w
 
-A level ends after the step at which ||target(w) - w|| <= tol, or after ``steps_per_level``
-steps, whichever comes first. Then the mask is applied exactly (w <- P_p(w)), the milestone named
-by the level as written in params (e.g. "0.9") is reached, and the pruned coordinates stay zero
-for the rest of the path: the traversal moves in the subspace of the kept coordinates
+A level's approach ends after the step at which ||target(w) - w|| <= tol, or after
+``steps_per_level`` steps, whichever comes first. Then the mask is applied exactly
+(w <- P_p(w)); with ``settle_steps`` > 0 the path then takes that many steps at the level with the
+mask in force (there v = P_p(w) - w = 0, so only the composed directions act: with the anchor,
+trust-region Gauss-Newton steps back toward the starting function inside the sparse subspace).
+The level ends with the milestone named by the level as written in params (e.g. "0.9"), and the
+pruned coordinates stay zero for the rest of the path: the traversal moves in the subspace of the kept coordinates
 (``subspace``: the metric is restricted to it, g -> P g P, and v -> P v), so every later step is
 zero on them and a pruned coordinate never becomes nonzero again. When the step budget runs out mid-level, ``finish`` applies the
 current level's mask; later levels are then not reached.
@@ -42,13 +45,14 @@ class Sparsify(Objective):
     """v = P_p(w) - w over a schedule of sparsity levels p, masks applied exactly at level ends."""
 
     def __init__(self, projection: MagnitudeProjection, levels: list[float],
-                 steps_per_level: int, tol: float):
+                 steps_per_level: int, tol: float, settle_steps: int = 0):
         if list(levels) != sorted(set(levels)):
             raise ValueError(f"sparsity levels must increase strictly: {levels}")
         self.projection, self.levels = projection, [float(p) for p in levels]
-        self.steps_per_level, self.tol = steps_per_level, tol
+        self.steps_per_level, self.tol, self.settle_steps = steps_per_level, tol, settle_steps
         self.level = torch.zeros((), dtype=torch.long)  # index of the current level
-        self.level_steps = torch.zeros((), dtype=torch.long)  # steps taken in it
+        self.level_steps = torch.zeros((), dtype=torch.long)  # steps taken in its phase
+        self.settling = torch.zeros((), dtype=torch.long)  # 1 once the level's mask is applied
         self.keep = projection.full_mask()
         self.unmasked: dict[str, Tensor] = {}
         self._cache: tuple = (None, None, None)
@@ -71,45 +75,61 @@ class Sparsify(Objective):
         return self.target(w) - w
 
     def subspace(self) -> Tensor | None:
-        return None if int(self.level) == 0 else self.keep
+        return self.keep if int(self.level) > 0 or int(self.settling) else None
 
     def after_step(self, w: Tensor) -> tuple[Tensor, list[str]]:
         self.level_steps += 1
-        if self.distance(w) <= self.tol or int(self.level_steps) >= self.steps_per_level:
-            return self._end_level(w)
-        return w, []
+        if int(self.settling):
+            return self._next_level(w) if int(self.level_steps) >= self.settle_steps else (w, [])
+        if self.distance(w) > self.tol and int(self.level_steps) < self.steps_per_level:
+            return w, []
+        w = self._apply_mask(w)
+        if self.settle_steps > 0:
+            self.settling.fill_(1)
+            self.level_steps.zero_()
+            return w, []
+        return self._next_level(w)
 
-    def _end_level(self, w: Tensor) -> tuple[Tensor, list[str]]:
-        name = level_name(self.current)
-        self.unmasked[name] = w
+    def _apply_mask(self, w: Tensor) -> Tensor:
+        self.unmasked[level_name(self.current)] = w
         self.keep = self.projection.mask(w, self.current, self.keep)
+        return w * self.keep
+
+    def _next_level(self, w: Tensor) -> tuple[Tensor, list[str]]:
+        name = level_name(self.current)
         self.level += 1
         self.level_steps.zero_()
-        return w * self.keep, [name]
+        self.settling.zero_()
+        return w, [name]
 
     def done(self, w: Tensor) -> bool:
         return int(self.level) >= len(self.levels)
 
     def finish(self, w: Tensor) -> tuple[Tensor, list[str]]:
-        return (w, []) if self.done(w) else self._end_level(w)
+        if self.done(w):
+            return w, []
+        return self._next_level(w if int(self.settling) else self._apply_mask(w))
 
     def progress(self, w: Tensor) -> dict[str, float]:
         return {"sparsity": self.projection.sparsity(w), "target_sparsity": self.current,
                 "distance": self.distance(w)}
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"level": self.level, "level_steps": self.level_steps, "keep": self.keep}
+        return {"level": self.level, "level_steps": self.level_steps, "settling": self.settling,
+                "keep": self.keep}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.level = state["level"].clone()
         self.level_steps = state["level_steps"].clone()
+        self.settling = state["settling"].clone()
         self.keep = state["keep"].to(self.keep.device).clone()
         self._cache = (None, None, None)
 
 
 class UnmaskedScore(Callback):
-    """Adds ``<key>_acc_unmasked``: the path network's accuracy at a level's end, just before
-    its mask is applied (the milestone record itself scores the masked network)."""
+    """Adds ``<key>_acc_unmasked``, the path network's accuracy at a level's end just before
+    its mask is applied (the milestone record itself scores the masked network), and
+    ``mask_distance``, the Euclidean length of that final projection."""
 
     def __init__(self, objective: Sparsify, model, space, split, key: str = "test",
                  recalibrate: Tensor | None = None):
@@ -122,6 +142,7 @@ class UnmaskedScore(Callback):
             acc, _ = score_weights(self.model, self.space, unmasked, self.split,
                                    self.recalibrate)
             record[f"{self.key}_acc_unmasked"] = acc
+            record["mask_distance"] = float((unmasked - w).norm())
 
 
 def build_sparsify_objective(sparsify: Sparsify, anchor: float = 0.0,
