@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from geodesic.baselines import pruning
 from geodesic.data import Dataset, Split
-from geodesic.evaluate import AccuracyCallback, score_weights
+from geodesic.evaluate import AccuracyCallback, has_batchnorm, score_weights
 from geodesic.masks import MagnitudeProjection
 from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.objectives.sparsify import Sparsify, UnmaskedScore, build_sparsify_objective
@@ -37,6 +37,7 @@ from geodesic.train import TrainConfig
 from geodesic.traverse import Callback, ProgressLog, traverse
 
 SPARSIFY_METHODS: Registry = Registry("sparsify method")
+RECALIBRATION_INPUTS = 2048  # training inputs that re-estimate BatchNorm statistics
 LevelResults = dict[str, pruning.LevelResult]
 
 
@@ -62,6 +63,8 @@ class SparsifyContext:
         self.dense = self.space.get(self.model)
         self._splits = {name: Split(part.x.to(self.device), part.y.to(self.device))
                         for name in ("train", "val", "test") for part in [getattr(self.data, name)]}
+        self.recalibrate = (self._splits["train"].x[:RECALIBRATION_INPUTS]
+                            if has_batchnorm(self.model) else None)
 
     @property
     def device(self) -> torch.device:
@@ -91,10 +94,11 @@ def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
                                          s.task_beta)
     name = "geodesic_task" if hybrid else "geodesic"
     kept = MilestoneWeights()
-    hooks = [kept, AccuracyCallback(model, ctx.space, val, s.eval_every, key="val"),
-             AccuracyCallback(model, ctx.space, test, s.eval_every, key="test"),
-             UnmaskedScore(sparsify, model, ctx.space, test), ProgressLog(name, ctx.max_steps),
-             *callbacks]
+    bn = ctx.recalibrate
+    hooks = [kept, AccuracyCallback(model, ctx.space, val, s.eval_every, "val", bn),
+             AccuracyCallback(model, ctx.space, test, s.eval_every, "test", bn),
+             UnmaskedScore(sparsify, model, ctx.space, test, recalibrate=bn),
+             ProgressLog(name, ctx.max_steps), *callbacks]
     path = traverse(model, objective, metric, build_solver(s), eta=s.eta, beta=s.beta,
                     max_steps=ctx.max_steps, checkpoint_every=s.checkpoint_every,
                     directory=directory, callbacks=hooks)
@@ -184,11 +188,14 @@ def _imp(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
 
 def score(ctx: SparsifyContext, results: LevelResults) -> dict[str, dict]:
     """{level: {test_acc, val_acc, val_loss, sparsity, grad_evals, seconds}} for one method
-    (accuracy and loss of the network as it is; with BatchNorm, its running statistics)."""
+    (with BatchNorm, its statistics are first re-estimated on training inputs, for every
+    method alike)."""
     rows = {}
     for name, r in results.items():
-        test_acc, _ = score_weights(ctx.model, ctx.space, r.weights, ctx.split("test"))
-        val_acc, val_loss = score_weights(ctx.model, ctx.space, r.weights, ctx.split("val"))
+        test_acc, _ = score_weights(ctx.model, ctx.space, r.weights, ctx.split("test"),
+                                    ctx.recalibrate)
+        val_acc, val_loss = score_weights(ctx.model, ctx.space, r.weights, ctx.split("val"),
+                                          ctx.recalibrate)
         rows[name] = {"test_acc": test_acc, "val_acc": val_acc, "val_loss": val_loss,
                       "sparsity": ctx.projection.sparsity(r.weights),
                       "grad_evals": r.grad_evals, "seconds": r.seconds}
