@@ -30,6 +30,10 @@ where supported, else float16) while z, the products and all solver state stay f
 the CPU it is ignored. (The generic path's ``torch.func.jvp`` stays in float32: forward-mode AD
 does not compose with autocast.)
 
+``LocalMetric.restrict(m)`` confines the metric at w to the coordinate subspace
+{theta : theta_i = 0 where m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta
+and pullbacks P J^T u with P = diag(m), so every solver's step stays in the subspace exactly.
+
 Models are always evaluated in eval mode here: BatchNorm uses its running statistics and no
 buffer is updated, so the metric is a function of the weights alone.
 """
@@ -249,12 +253,20 @@ class LocalMetric:
     :class:`geodesic.distributed.DistributedMetric` overrides both to all-reduce across ranks.
     """
 
+    mask: Tensor | None = None  # see ``restrict``
+
     def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor,
                  rows: Tensor | slice | None = None):
         self.metric, self.w, self.x, self.rows = metric, w, x, rows  # rows: x = pool[rows]
         self.linear = metric.linearize(w, x)
         self.z = self.linear.z
         metric.evals += 1
+
+    def restrict(self, mask: Tensor | None) -> "LocalMetric":
+        """Confine every later product to the subspace where ``mask`` (0/1 over w) is 1:
+        J -> J P, so g -> P g P and J^T u -> P J^T u. None: no restriction."""
+        self.mask = mask
+        return self
 
     @property
     def batch(self) -> int:
@@ -265,13 +277,14 @@ class LocalMetric:
         return total
 
     def jvp(self, theta: Tensor) -> Tensor:
-        """J theta: the first-order change of the outputs, shape (B, m)."""
-        return self.linear.jvp(theta)
+        """J theta (J P theta when restricted): the first-order change of the outputs, (B, m)."""
+        return self.linear.jvp(theta if self.mask is None else theta * self.mask)
 
     def pullback(self, u: Tensor) -> Tensor:
         """(1/|B|) J^T u for an output-space vector u of shape (B, m); the 1/|B| is applied to
-        the small u rather than the n-vector."""
-        return self.reduce(self.linear.vjp(u / self.batch))
+        the small u rather than the n-vector. P J^T u when restricted."""
+        grad = self.reduce(self.linear.vjp(u / self.batch))
+        return grad if self.mask is None else grad * self.mask
 
     def mvp(self, theta: Tensor) -> Tensor:
         """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""

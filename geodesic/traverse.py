@@ -4,7 +4,9 @@
 
 with the given solver and moves w <- w + theta*, until the objective says stop or the step
 budget runs out. The loop knows nothing of sparsity, tasks or tracking: the objective supplies
-v(w), constraints and milestones; callbacks see every record, milestone and checkpoint.
+v(w), the coordinate subspace a step may move in (``subspace``: the metric and v are restricted
+to it, so every solver's step stays in it exactly), constraints and milestones; callbacks see
+every record, milestone and checkpoint.
 
 A record holds: ``step``; ``step_norm`` = ||theta||; ``functional_step`` = sqrt(theta^T g theta);
 ``eta`` (halved after a non-finite step); ``evals``, the cumulative forward+backward-equivalent
@@ -118,8 +120,10 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
                 cb.on_milestone(name, record, w)
 
     while step < max_steps and not objective.done(w):
-        local = metric.at(w)
+        mask = objective.subspace()
+        local = metric.at(w).restrict(mask)
         v = objective.direction(w, local)
+        v = v if mask is None else v * mask
         if not _finite(v):
             raise NumericalFault(f"the objective's direction is not finite at step {step + 1}; "
                                  f"checkpoints up to step {step} are kept")

@@ -4,7 +4,9 @@ application builds on.
 An objective supplies, at the current weights w:
 
     direction(w, local)   v(w), the secondary objective's direction (local: the metric at w)
-    constrain(theta)      the step restricted to the allowed subspace (default: unchanged)
+    subspace()            None, or a 0/1 mask over w: the coordinates a step may move; the loop
+                          restricts the metric and v to them (default: None, all coordinates)
+    constrain(theta)      the step after the solve, e.g. clipped (default: unchanged)
     after_step(w)         (w', milestones): may project w (e.g. apply a mask at the end of a
                           sparsity level) and names the milestones reached at this step
     done(w)               the stop test
@@ -16,6 +18,7 @@ Objectives compose: ``Combined([(1.0, a), (0.1, b)])`` has direction sum_i beta_
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -26,6 +29,9 @@ class Objective:
 
     def direction(self, w: Tensor, local) -> Tensor:
         raise NotImplementedError
+
+    def subspace(self) -> Tensor | None:
+        return None
 
     def constrain(self, theta: Tensor) -> Tensor:
         return theta
@@ -89,6 +95,15 @@ class Combined(Objective):
 
     def direction(self, w: Tensor, local) -> Tensor:
         return sum(beta * obj.direction(w, local) for beta, obj in self.parts)
+
+    def subspace(self) -> Tensor | None:
+        masks = [m for m in (obj.subspace() for _, obj in self.parts) if m is not None]
+        if not masks:
+            return None
+        out = masks[0]
+        for m in masks[1:]:
+            out = out & m if out.dtype == torch.bool and m.dtype == torch.bool else out * m
+        return out
 
     def constrain(self, theta: Tensor) -> Tensor:
         for _, obj in self.parts:

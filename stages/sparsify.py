@@ -1,0 +1,115 @@
+"""Stage ``sparsify``: from the dense base network ``models/seed<sparsify.seed>`` to sparse ones
+at every level of ``sparsify.levels``, by each method of ``sparsify.methods`` (the label-free
+geodesic first: its compute per level is the budget of the equal-compute baselines).
+
+Outputs: ``metrics/sparsify.json`` ({"dense": ..., "methods": {method: {level: {test_acc,
+val_acc, sparsity, grad_evals, seconds}}}}), ``plots/sparsify.csv`` and ``plots/sparsify.png``
+(test accuracy against sparsity per method), ``outputs/sparsify/<method>.safetensors`` (each
+method's network at the last level), ``paths/sparsify/<method>/`` (the traversals: records,
+milestones, final weights). The traversals checkpoint under ``checkpoints/sparsify/<hash of the
+settings>/<method>``, outside DVC's outputs: a killed stage resumes where it stopped, changed
+settings start afresh. MLflow: one run for the stage, one nested run per method with every step record, every
+checkpoint and the per-level table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from geodesic import tracking
+from geodesic.device import resolve_device
+from geodesic.evaluate import accuracy
+from geodesic.io import atomic_write, save_tensors, write_json
+from geodesic.models import build_model
+from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
+from geodesic.plots import line_plot
+from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
+from geodesic.train import TrainConfig
+from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
+                           main, params_dict)
+
+log = logging.getLogger("stages.sparsify")
+OUTPUTS = Path("outputs/sparsify")
+SECTIONS = ("data", "model", "train", "sparsify")
+
+
+def publish_path(directory: Path, method: str) -> None:
+    """Copy a finished traversal (records, milestones, final weights; not its checkpoints) from
+    the stage's checkpoint folder to the DVC output ``paths/sparsify/<method>``."""
+    if (directory / "records.json").exists():
+        target = PATHS / "sparsify" / method
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(directory, target, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+
+
+def write_plots(table: dict, levels: list[str]) -> None:
+    methods = table["methods"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["sparsity", *METHOD_NAMES])
+    for level in levels:
+        writer.writerow([level, *(f"{methods[m][level]['test_acc']:.6f}"
+                                  if level in methods.get(m, {}) else "" for m in METHOD_NAMES)])
+    atomic_write(PLOTS / "sparsify.csv", buffer.getvalue().encode())
+    series = {m: [(float(k), 100 * r["test_acc"]) for k, r in rows.items()]
+              for m, rows in methods.items()}
+    line_plot(series, PLOTS / "sparsify.png", xlabel="sparsity", ylabel="test accuracy (%)",
+              title="accuracy against sparsity", hlines={"dense": 100 * table["dense"]["test_acc"]})
+
+
+def sparsify_stage(params: Params) -> None:
+    s, t = params.sparsify, params.train
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = resolve_device(s.device)
+    data = load_data(params)
+    model = load_base_model(params, s.seed, device)
+
+    def init():  # the base network's initialisation, as the train stage drew it
+        torch.manual_seed(s.seed)
+        return build_model(params.model.name, data.in_shape, data.num_classes,
+                           params.model.widths)
+
+    cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs, t.batch_size,
+                      s.seed)
+    ctx = SparsifyContext(model, data, s, init, cfg)
+    dense_test = accuracy(model, ctx.split("test"))[0]
+    dense_val = accuracy(model, ctx.split("val"))[0]
+    table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
+    resume = checkpoint_dir("sparsify", params, *SECTIONS)
+    levels = [repr(float(p)) for p in s.levels]
+    with tracking.stage_run("sparsify", params_dict(params, *SECTIONS)):
+        tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})
+        for method in s.methods:
+            with tracking.method_run(method, {"method": method}):
+                callbacks = [tracking.MLflowCallback()]
+                results = SPARSIFY_METHODS.get(method)(ctx, resume / method, callbacks)
+                publish_path(resume / method, method)
+                rows = score(ctx, results)
+                table["methods"][method] = rows
+                for level, row in rows.items():
+                    tracking.log_metrics({f"{k}/{level}": v for k, v in row.items()})
+                    log.info("%-18s %s: test %.4f  val %.4f  sparsity %.4f  evals %.0f  %.1fs",
+                             method, level, row["test_acc"], row["val_acc"], row["sparsity"],
+                             row["grad_evals"], row["seconds"])
+                last = results[levels[-1]] if levels[-1] in results else None
+                if last is not None:
+                    state = {**ctx.space.unflatten(last.weights),
+                             **dict(model.named_buffers())}
+                    save_tensors(OUTPUTS / f"{method}.safetensors", state,
+                                 {"level": levels[-1], "method": method})
+                    tracking.log_artifact(OUTPUTS / f"{method}.safetensors", "model")
+        write_json(METRICS / "sparsify.json", table)
+        write_plots(table, levels)
+        tracking.log_artifact(PLOTS / "sparsify.png")
+        tracking.log_artifact(PLOTS / "sparsify.csv")
+        tracking.log_artifact(METRICS / "sparsify.json")
+
+
+if __name__ == "__main__":
+    main(sparsify_stage)

@@ -1,0 +1,118 @@
+"""Stage ``sparsify`` end to end on test-written MNIST (MLP) and CIFAR-10 (VGG11) files, switched
+by params alone: prepare -> train -> sparsify with tiny limits, then the outputs and MLflow runs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets
+import yaml
+
+from geodesic.io import load_tensors
+from geodesic.params import SPARSIFY_METHODS, load_params
+from stages.prepare import prepare
+from stages.sparsify import sparsify_stage
+from stages.train import train_stage
+from tests.test_data import _accept_test_files, _images, _write_cifar, _write_idx
+
+TINY = {"levels": [0.5, 0.9], "steps_per_level": 3, "metric_batch": 8, "cg_iters": 2,
+        "eta": 0.05, "eval_every": 1, "checkpoint_every": 2, "baseline_batch": 8,
+        "imp_rewind_epochs": 1}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
+def run_pipeline(data, model, sparsify):
+    params = {"data": {"root": "raw", "val_fraction": 0.25, **data}, "model": model,
+              "train": {"seeds": [0, 1], "epochs": 1, "batch_size": 8},
+              "sparsify": {**TINY, **sparsify}}
+    with open("params.yaml", "w") as fh:
+        yaml.safe_dump(params, fh)
+    params = load_params("params.yaml")
+    for stage in (prepare, train_stage, sparsify_stage):
+        stage(params)
+    return params, json.loads(open("metrics/sparsify.json").read())
+
+
+def check_outputs(params, metrics, count):
+    s = params.sparsify
+    assert 0 <= metrics["dense"]["test_acc"] <= 1
+    assert list(metrics["methods"]) == list(SPARSIFY_METHODS)
+    geodesic = metrics["methods"]["geodesic"]
+    for method, rows in metrics["methods"].items():
+        assert list(rows) == ["0.5", "0.9"]
+        for level, row in rows.items():
+            assert set(row) == {"test_acc", "val_acc", "val_loss", "sparsity", "grad_evals",
+                                "seconds"}
+            assert abs(row["sparsity"] * count - float(level) * count) <= 1, (method, level)
+            if method in ("magnitude_finetune", "distill_finetune", "imp"):
+                assert row["grad_evals"] <= geodesic[level]["grad_evals"] + 1e-9
+    assert geodesic["0.9"]["grad_evals"] > geodesic["0.5"]["grad_evals"] > 0
+    header = open("plots/sparsify.csv").readline().strip().split(",")
+    assert header == ["sparsity", *SPARSIFY_METHODS]
+    assert open("plots/sparsify.png", "rb").read(4) == b"\x89PNG"
+    state, meta = load_tensors("outputs/sparsify/geodesic.safetensors")
+    assert meta["level"] == "0.9"
+    assert (s.steps_per_level * len(s.levels)) >= json.load(
+        open("paths/sparsify/geodesic/records.json"))[-1]["step"]
+
+
+def check_mlflow(tmp_path):
+    import mlflow
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sparsify").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("stage") == "sparsify"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1
+    assert sorted(r.data.tags["method"] for r in children) == sorted(SPARSIFY_METHODS)
+    geo = next(r for r in children if r.data.tags["method"] == "geodesic")
+    steps = [m.step for m in client.get_metric_history(geo.info.run_id, "step_norm")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
+    assert "test_acc/0.9" in geo.data.metrics
+    folders = [a.path for a in client.list_artifacts(geo.info.run_id, "checkpoints")]
+    assert "checkpoints/step-000002" in folders
+    artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+    assert "sparsify.png" in artifacts
+
+
+def test_mnist_mlp_by_params_alone(project):
+    rng = np.random.default_rng(0)
+    raw = project / "raw" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 48), ("t10k", 20)):
+        images, labels = _images(rng, n, (28, 28))
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
+    params, metrics = run_pipeline({"name": "mnist"}, {"name": "mlp", "widths": [16]}, {})
+    check_outputs(params, metrics, 784 * 16 + 16 * 10)
+    check_mlflow(project)
+    records = json.load(open("paths/sparsify/geodesic/records.json"))
+    sparsify_stage(params)  # same settings: the traversal resumes from its last checkpoint
+    assert json.load(open("paths/sparsify/geodesic/records.json")) == records
+    again = json.loads(open("metrics/sparsify.json").read())
+    assert again["methods"]["geodesic"] == {
+        k: {**v, "seconds": again["methods"]["geodesic"][k]["seconds"]}
+        for k, v in metrics["methods"]["geodesic"].items()}
+
+
+@pytest.mark.slow
+def test_cifar10_vgg11_by_params_alone(project, monkeypatch):
+    rng = np.random.default_rng(0)
+    folder = project / "raw" / "cifar-10-batches-py"
+    _write_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                 "batches.meta", "labels", 10, rng)
+    _accept_test_files(monkeypatch, torchvision.datasets.CIFAR10, folder)
+    params, metrics = run_pipeline(
+        {"name": "cifar10", "train_limit": 24, "test_limit": 8}, {"name": "vgg11"},
+        {"steps_per_level": 1, "metric_batch": 4, "cg_iters": 1, "baseline_batch": 4})
+    convs = 3 * 3 * (3 * 64 + 64 * 128 + 128 * 256 + 256 * 256 + 256 * 512 + 3 * 512 * 512)
+    check_outputs(params, metrics, convs + 512 * 10)
+    check_mlflow(project)
