@@ -22,10 +22,14 @@ def metric_columns(rows: list[dict], chosen: list[str] | None = None) -> list[st
     return varying or keys
 
 
-def _cell(value) -> str:
+def _cell(value) -> str:  # metrics: four significant digits
     if value is None:
         return ""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plain(value) -> str:
+    return "" if value is None else str(value)
 
 
 def table(rows: list[dict], columns: list[str]) -> tuple[list[str], list[list]]:
@@ -40,8 +44,9 @@ def markdown(rows: list[dict], title: str, metrics: list[str] | None = None) -> 
     columns = metric_columns(rows, metrics)
     header, body = table(rows, columns[:MAX_MARKDOWN_METRICS])
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v).replace("|", "/") for v in line) + " |"
-              for line in body]
+    first_metric = header.index("error") - len(columns[:MAX_MARKDOWN_METRICS])
+    lines += ["| " + " | ".join((_cell(v) if i >= first_metric else _plain(v)).replace("|", "/")
+                                for i, v in enumerate(line)) + " |" for line in body]
     if len(columns) > MAX_MARKDOWN_METRICS:
         lines += ["", f"{len(columns) - MAX_MARKDOWN_METRICS} more metric columns in "
                   "comparison.csv."]
