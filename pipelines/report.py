@@ -70,7 +70,9 @@ def figure(rows: list[dict], metric: str | None = None):
 
     columns = metric_columns(rows)
     metric = metric or (columns[0] if columns else None)
-    labels = [", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or str(row["point"])
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    varying = [k for k in keys if len({str(row["overrides"].get(k)) for row in rows}) > 1]
+    labels = [", ".join(f"{k}={row['overrides'].get(k)}" for k in varying) or str(row["point"])
               for row in rows]
     values = [row["metrics"].get(metric, float("nan")) if metric else float("nan")
               for row in rows]
