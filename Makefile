@@ -1,13 +1,19 @@
 # Quick start: `make repro` reproduces the pipeline on the embedded digits data; `make test`
 # runs the tests. Both create .venv and install the project with the pinned constraints once.
+# Orchestration: `make flow` (the pipeline as a Prefect flow), `make sweep SWEEP='-S k=[a,b]'`,
+# `make serve` (scheduled sweep), `make ui` (MLflow), `make prefect-ui` (Prefect server + UI).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+SWEEP ?= -S 'train.seeds=[[0,1],[2,3]]'
+PORT ?=
 
-.PHONY: install repro test test-slow bench ui clean
+.PHONY: install repro test test-slow bench figures flow sweep serve ui prefect-ui clean
 
 install: $(STAMP)
 
@@ -29,8 +35,26 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	python bench/metric.py
 
+figures: $(STAMP)
+	dvc repro
+	python -m pipelines.bench noop
+	python -m pipelines.bench overhead
+	python -m pipelines.bench logging
+
+flow: $(STAMP)
+	python -m pipelines repro
+
+sweep: $(STAMP)
+	python -m pipelines sweep $(SWEEP)
+
+serve: $(STAMP)
+	python -m pipelines serve
+
 ui: $(STAMP)
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	python -m pipelines ui $(if $(PORT),--port $(PORT))
+
+prefect-ui: $(STAMP)
+	python -m pipelines ui --prefect $(if $(PORT),--port $(PORT))
 
 clean:
 	rm -rf $(STAMP)

@@ -135,6 +135,8 @@ def main(argv=None) -> None:
                         help="torch.func.linearize builds to time (default 3 MLP, 1 VGG; 0 skips)")
     parser.add_argument("--max-seconds", type=float, default=150.0, help="per model")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--output", default="metric",
+                        help="results file name under bench/results (without .json)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the product with a torch.compile'd tangent (slow start)")
     args = parser.parse_args(argv)
@@ -161,7 +163,7 @@ def main(argv=None) -> None:
                "jvp", "vjp", "at", "double_vjp", "lin_mvp", "lin_build", "mvp_compiled"]
     print("\nmedian time / median SGD-step time (same run, batch %d)" % args.batch)
     print(table(rows, columns))
-    file = write("metric", {"machine": machine(), "batch": args.batch, "results": results,
+    file = write(args.output, {"machine": machine(), "batch": args.batch, "results": results,
                             "command": "python bench/metric.py " + " ".join(argv or sys.argv[1:])})
     print(f"\nwritten {file}")
 

@@ -13,13 +13,14 @@ median SGD-step time in the same run.
 
 Memory: each configuration runs in a fresh subprocess with glibc's malloc told to map every
 block over 64 kB separately (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident
-set at once. It sets up the model, batch and metric, makes one warm-up step (kernels and
-libraries load; an SGD warm-up uses a separate optimiser, deleted after), records the resident
-set size, resets the peak (Linux ``/proc/self/clear_refs``), runs two SGD steps (a fresh
-momentum optimiser: its buffers and the gradients count) or two traversal steps (the previous
-step's linearisation is alive while the next one is built, as in the loop), and reports peak
-minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before. The
-ratio is that increase over the SGD step's.
+set at once. It sets up the model, batch and metric, warms up (one SGD step with a separate
+optimiser, deleted after, or one metric-vector product: kernels and libraries load), records
+the resident set size, resets the peak (Linux ``/proc/self/clear_refs``), runs one SGD step
+(a fresh momentum optimiser: its buffers and the gradients count) or one traversal step while
+holding a previous linearisation (in the loop, step k's is alive while step k+1's is built),
+and reports peak minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
+allocation before. The ratio is that increase over the SGD step's. ``product`` is the
+metric alone (linearise at w and one metric-vector product, no loop or solver state).
 """
 from __future__ import annotations
 
@@ -72,17 +73,28 @@ def rss_kb(field: str = "VmRSS") -> int:
 
 
 def probe(name: str, config: str, batch: int) -> dict:
-    """Peak memory increase of two steps of ``config`` ('sgd' or a solver), in a fresh process."""
+    """Peak memory increase of one step of ``config`` ('sgd' or a solver), in a fresh process."""
     model, x, y = make(name, batch)
     if config == "sgd":
         sgd_step(model, x, y)()  # warm-up with its own optimiser, dropped here
         model.zero_grad(set_to_none=True)
-        run = sgd_step(model, x, y)
-        go = lambda: (run(), run())
+        go = sgd_step(model, x, y)  # a fresh optimiser: momentum buffers and gradients count
+    elif config == "product":  # the metric alone: linearise at w, one metric-vector product
+        metric = FunctionalMetric(model, x)
+        w = metric.space.get(model)
+        theta = torch.randn_like(w)
+        warm = metric.at(w)
+        warm.mvp(theta)
+        del warm
+        go = lambda: metric.at(w).mvp(theta)
     else:
-        step, _ = stepper(name, config, model, x)
-        step(1)
-        go = lambda: step(2)
+        step, metric = stepper(name, config, model, x)
+        warm = metric.at(metric.space.get(model))  # loads the forward, tangent, backward kernels
+        warm.mvp(warm.pullback(torch.ones_like(warm.z)))
+        del warm
+        held = []
+        # in the loop, step k's linearisation is alive while step k+1's is built: hold one
+        go = lambda: (held.append(metric.at(metric.space.get(model))), step(1))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
@@ -127,10 +139,10 @@ def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory
               "evals_per_step": {k: (m.evals - evals0[k]) / calls for k, m in metrics.items()}}
     result["sgd_ms"] = 1e3 * result["times"]["sgd"]["median_s"]
     if with_memory:
-        mem = memory(name, ["sgd"] + SOLVER_NAMES, batch, threads)
+        mem = memory(name, ["sgd", "product"] + SOLVER_NAMES, batch, threads)
         result["memory"] = mem
         result["memory_ratio"] = {k: mem[k]["delta_mb"] / max(mem["sgd"]["delta_mb"], 1e-9)
-                                  for k in SOLVER_NAMES}
+                                  for k in ["product"] + SOLVER_NAMES}
     return result
 
 
@@ -141,6 +153,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help=f"alternating rounds (default per model: {DEFAULT_ROUNDS})")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--output", default="step",
+                        help="results file name under bench/results (without .json)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--probe", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -162,13 +176,16 @@ def main(argv=None) -> None:
                          "evals": res["evals_per_step"][solver_name],
                          "mem/sgd": res.get("memory_ratio", {}).get(solver_name, ""),
                          "rounds": t["rounds"]})
+        if "memory_ratio" in res:
+            print(f"{name}: memory of the product alone / SGD step: "
+                  f"{res['memory_ratio']['product']:.2f}", flush=True)
         print(f"{name}: {res['seconds']:.0f} s", flush=True)
     settings = dataclasses.asdict(GeodesicSettings())
     print(f"\nmedian step time / median SGD-step time (batch {args.batch}); "
           "mem/sgd: peak memory increase over the SGD step's")
     print(table(rows, ["model", "solver", "sgd_ms", "step/sgd", "paired", "best", "cpu", "evals",
                        "mem/sgd", "rounds"]))
-    file = write("step", {"machine": machine(), "batch": args.batch, "settings": settings,
+    file = write(args.output, {"machine": machine(), "batch": args.batch, "settings": settings,
                           "results": results,
                           "command": "python bench/step.py " + " ".join(argv or sys.argv[1:])})
     print(f"\nwritten {file}")

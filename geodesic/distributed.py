@@ -98,15 +98,20 @@ class DistributedMetric(FunctionalMetric):
     def at(self, w: Tensor, x: Tensor | None = None) -> "DistributedLocalMetric":
         """The metric at w on the global batch x (default: a fresh sample); this rank computes on
         its shard. With ``sharded=True``, x (or the sample) is already this rank's shard."""
-        x = self.sample() if x is None else x
+        rows = None
+        if x is None:
+            idx = self.draw()
+            rows = torch.arange(len(self.inputs), device=self.inputs.device) if idx is None else idx
+            x = self.inputs[rows]
         if self.sharded:
             total = all_sum(torch.tensor([len(x)], device=x.device), self.group)
-            return DistributedLocalMetric(self, w.detach(), x, int(total))
+            return DistributedLocalMetric(self, w.detach(), x, int(total), rows)
         if len(x) < self.world:
             raise ValueError(f"a metric batch of {len(x)} inputs cannot be split over "
                              f"{self.world} ranks")
-        shard = torch.tensor_split(x, self.world)[self.rank]
-        return DistributedLocalMetric(self, w.detach(), shard, len(x))
+        part = torch.tensor_split(torch.arange(len(x), device=x.device), self.world)[self.rank]
+        return DistributedLocalMetric(self, w.detach(), x[part], len(x),
+                                      None if rows is None else rows[part])
 
 
 class DistributedLocalMetric(LocalMetric):
@@ -114,9 +119,10 @@ class DistributedLocalMetric(LocalMetric):
     ``total`` inputs: ``reduce`` all-reduces, ``batch`` is the global size. ``jvp`` and ``z``
     are this rank's rows only."""
 
-    def __init__(self, metric: DistributedMetric, w: Tensor, x: Tensor, total: int):
+    def __init__(self, metric: DistributedMetric, w: Tensor, x: Tensor, total: int,
+                 rows: Tensor | None = None):
         self.total = total
-        super().__init__(metric, w, x)
+        super().__init__(metric, w, x, rows)
 
     @property
     def batch(self) -> int:

@@ -27,7 +27,8 @@ that point:
 Both give the same numbers to rounding (tests/test_fast_paths.py); ``fast=False`` forces the
 generic path. ``amp=True`` runs the forward passes and tangents under CUDA autocast (bfloat16
 where supported, else float16) while z, the products and all solver state stay float32; on
-the CPU it is ignored.
+the CPU it is ignored. (The generic path's ``torch.func.jvp`` stays in float32: forward-mode AD
+does not compose with autocast.)
 
 ``LocalMetric.restrict(m)`` confines the metric at w to the coordinate subspace
 {theta : theta_i = 0 where m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta
@@ -146,7 +147,9 @@ class FunctionalMetric:
         self.generator = torch.Generator().manual_seed(seed)
         self.reference = (self.space.get(model) if reference is None else reference).detach()
         self.evals = 0  # forward+backward-equivalent evaluations, the unit of compute
-        self.chain = trace_chain(model, self.space.names) if fast else None
+        # the per-layer products run the module itself: only when ``function`` is the module's
+        overridden = type(self).function is not FunctionalMetric.function
+        self.chain = trace_chain(model, self.space.names) if fast and not overridden else None
         self.amp = amp
 
     def autocast(self):
@@ -169,14 +172,38 @@ class FunctionalMetric:
             return ChainLinearization(self.chain, self.space, w, x, frozen, self.autocast())
         return GenericLinearization(self, w, x)
 
-    def sample(self) -> Tensor:
+    def draw(self) -> Tensor | None:
+        """Row indices of a fresh batch of the pool, or None when the batch is the whole pool."""
         if self.batch_size == len(self.inputs):
-            return self.inputs
+            return None
         idx = torch.randperm(len(self.inputs), generator=self.generator)[: self.batch_size]
-        return self.inputs[idx.to(self.inputs.device)]
+        return idx.to(self.inputs.device)
+
+    def sample(self) -> Tensor:
+        idx = self.draw()
+        return self.inputs if idx is None else self.inputs[idx]
 
     def at(self, w: Tensor, x: Tensor | None = None) -> "LocalMetric":
-        return LocalMetric(self, w.detach(), self.sample() if x is None else x)
+        """The metric at w on x, or on a fresh batch of the pool (whose reference outputs then
+        come from :meth:`reference_outputs` instead of a forward pass per step)."""
+        if x is not None:
+            return LocalMetric(self, w.detach(), x)
+        idx = self.draw()
+        rows = slice(None) if idx is None else idx
+        return LocalMetric(self, w.detach(), self.inputs[rows], rows)
+
+    def reference_outputs(self, rows: Tensor | slice = slice(None)) -> Tensor:
+        """z0 = f(x; w0) for the given rows of the pool. The pool's outputs are computed once
+        (in chunks of ``batch_size``) and again only when w0 or a buffer (BatchNorm statistics)
+        has changed since."""
+        key = (id(self.reference), self.reference._version,
+               tuple(b._version for b in self.buffers.values()))
+        if getattr(self, "_z0_key", None) != key:
+            with torch.no_grad():
+                self._z0 = torch.cat([self.function(self.reference, chunk)
+                                      for chunk in self.inputs.split(self.batch_size)])
+            self._z0_key = key
+        return self._z0[rows]
 
     def dense(self, w: Tensor, x: Tensor | None = None) -> Tensor:
         """The n x n matrix g(w), from the full Jacobian: for tests on small models only."""
@@ -210,8 +237,8 @@ class GenericLinearization:
         return self.autocast() if self.autocast is not None else nullcontext()
 
     def jvp(self, theta: Tensor) -> Tensor:
-        with self._autocast():
-            return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
+        # full precision even under amp: forward-mode AD does not compose with autocast
+        return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
 
     def vjp(self, u: Tensor) -> Tensor:
         return self._pullback(u.to(self.out_dtype))[0]
@@ -228,8 +255,9 @@ class LocalMetric:
 
     mask: Tensor | None = None  # see ``restrict``
 
-    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
-        self.metric, self.w, self.x = metric, w, x
+    def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor,
+                 rows: Tensor | slice | None = None):
+        self.metric, self.w, self.x, self.rows = metric, w, x, rows  # rows: x = pool[rows]
         self.linear = metric.linearize(w, x)
         self.z = self.linear.z
         metric.evals += 1
@@ -271,8 +299,11 @@ class LocalMetric:
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""
-        with torch.no_grad():
-            z0 = self.metric.function(self.metric.reference, self.x)
+        if self.rows is not None:
+            z0 = self.metric.reference_outputs(self.rows)
+        else:
+            with torch.no_grad():
+                z0 = self.metric.function(self.metric.reference, self.x)
         self.metric.evals += 1
         return self.pullback(output_distance_gradient(self.metric.output, self.z, z0))
 

@@ -143,14 +143,69 @@ class SparsifySettings(GeodesicSettings):
 # --- continual ------------------------------------------------------------------------------
 
 
+CONTINUAL_SCENARIOS = ("task-il", "class-il")
+CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay")
+
+
 @dataclass
 class ContinualSettings(GeodesicSettings):
-    """Application (ii): learn new tasks along paths that keep the earlier tasks' outputs."""
+    """Application (ii): learn new tasks along paths that keep the earlier tasks' outputs.
 
-    seed: int = setting(0, "seed of the task order and of the first task's network", low=0)
+    Every method (the geodesic and each baseline) learns each task with the same budget of
+    evaluations, minibatch order, stop rule and memory. ``max_steps`` caps each task's traversal."""
+
+    seed: int = setting(0, "seed of the initial network, the minibatch orders, the memory and "
+                        "the permutations", low=0)
+    benchmark: str = setting("split", "tasks: class split (split-MNIST style) or pixel-permuted",
+                             choices=("split", "permuted"))
+    n_tasks: int = setting(5, "number of tasks (split: must divide the number of classes)", low=1)
+    scenarios: list[str] = setting(list(CONTINUAL_SCENARIOS), "task-il: the task's classes "
+                                   "only; class-il: one shared head", choices=CONTINUAL_SCENARIOS)
+    baselines: list[str] = setting(list(CONTINUAL_BASELINES), "baselines run next to the geodesic",
+                                   choices=CONTINUAL_BASELINES)
+    memory_per_class: int = setting(20, "remembered training examples per class of each earlier "
+                                    "task (geodesic metric inputs; replay examples)", low=1)
+    batch_size: int = setting(64, "new-task minibatch (the geodesic's gradient, the baselines' "
+                              "SGD)", low=1)
+    budget: int = setting(200, "evaluations (forward+backward passes, metric products) per task "
+                          "and method", low=0)
+    stop_every: int = setting(30, "evaluations between checks of the new task's validation loss",
+                              low=1)
+    patience: int = setting(5, "stop after this many checks without improvement (0: never)",
+                            low=0)
+    anchor: float = setting(1.0, "alpha: weight of the pull back to the task's starting function "
+                            "on the memory (0: none)", low=0.0)
+    lr: float = setting(0.01, "SGD learning rate (baselines; every method's first task)",
+                        low=0.0, low_open=True)
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
+    ewc_lambda: float = setting(1e4, "EWC penalty strength", low=0.0)
+    ewc_mode: str = setting("separate", "EWC: a term per task, or one online term",
+                            choices=("separate", "online"))
+    ewc_gamma: float = setting(1.0, "online EWC decay of the old Fisher", low=0.0, high=1.0)
+    fisher_samples: int = setting(256, "examples of the task for EWC's Fisher", low=1)
+    si_c: float = setting(10.0, "SI penalty strength", low=0.0)
+    si_xi: float = setting(0.1, "SI damping xi", low=0.0, low_open=True)
+    lwf_alpha: float = setting(1.0, "LwF distillation weight", low=0.0)
+    lwf_temperature: float = setting(2.0, "LwF distillation temperature", low=0.0, low_open=True)
+    replay_batch: int = setting(64, "replay: memory examples per step", low=1)
+    eval_every: int = setting(100, "validation accuracy of the tasks so far every k "
+                              "evaluations (the axis all methods share)", low=1)
+    cpu_threads: int = setting(1, "torch CPU threads (0: torch's default); one is fastest for "
+                               "small models and on a shared machine", low=0)
+
+    def validate(self, prefix: str) -> None:
+        for key in ("scenarios", "baselines"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ParamsError(f"{prefix}.{key}", values, "distinct names")
+        if not self.scenarios:
+            raise ParamsError(f"{prefix}.scenarios", self.scenarios, "at least one scenario")
 
 
 # --- connect --------------------------------------------------------------------------------
+
+
+CURVE_NAMES = ("linear", "bezier")
 
 
 @dataclass
@@ -158,6 +213,34 @@ class ConnectSettings(GeodesicSettings):
     """Application (iii): a high-accuracy path between two independently trained networks."""
 
     seeds: list[int] = setting([0, 1], "the two base networks: from seeds[0] to seeds[1]", low=0)
+    eps: float = setting(0.01, "stop within eps * ||w1 - w2|| of w2 (then a straight segment "
+                         "joins w2)", low=0.0, high=1.0, low_open=True, high_open=True)
+    function_pull: float = setting(0.0, "alpha: v = (w2 - w) - alpha grad D2(w), D2 the output "
+                                   "distance to w2 on the metric batch (0: v = w2 - w alone)",
+                                   low=0.0)
+    seed: int = setting(0, "seed of the metric batches and of the Bezier training", low=0)
+    baselines: list[str] = setting(["linear", "bezier"], "curves compared with the geodesic",
+                                   choices=CURVE_NAMES)
+    points: int = setting(21, "N: evaluation points along each baseline curve", low=2)
+    bn_inputs: int = setting(2048, "training inputs from which BatchNorm statistics are "
+                             "recomputed at every evaluated point (0: all)", low=0)
+    bezier_steps: int = setting(500, "SGD steps training the Bezier middle point (one gradient "
+                                "evaluation each)", low=0)
+    bezier_batch: int = setting(256, "minibatch of the Bezier training", low=1)
+    bezier_lr: float = setting(0.05, "learning rate of the Bezier training", low=0.0,
+                               low_open=True)
+    bezier_momentum: float = setting(0.9, "SGD momentum of the Bezier training", low=0.0,
+                                     high=1.0, high_open=True)
+    bezier_weight_decay: float = setting(0.0, "weight decay on phi(t) in the Bezier training",
+                                         low=0.0)
+    plane_grid: int = setting(15, "lattice size of the test-accuracy landscape drawn on the "
+                              "plane of (w1, w2, Bezier middle point); 0: no landscape", low=0)
+
+    def validate(self, prefix: str) -> None:
+        if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
+            raise ParamsError(f"{prefix}.seeds", self.seeds, "two distinct seeds of train.seeds")
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ParamsError(f"{prefix}.baselines", self.baselines, "distinct curve names")
 
 
 # --- all sections ---------------------------------------------------------------------------
@@ -183,10 +266,6 @@ class Params:
         if self.sparsify.seed not in self.train.seeds:
             raise ParamsError("sparsify.seed", self.sparsify.seed,
                               f"one of train.seeds {self.train.seeds}")
-        a, b = (self.connect.seeds + [None, None])[:2]
-        if len(self.connect.seeds) != 2 or a == b:
-            raise ParamsError("connect.seeds", self.connect.seeds,
-                              "two different seeds, e.g. [0, 1]")
         for seed in self.connect.seeds:
             if seed not in self.train.seeds:
                 raise ParamsError("connect.seeds", self.connect.seeds,

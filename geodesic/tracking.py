@@ -2,12 +2,21 @@
 
 Layout (DESIGN.md section 5): tracking URI from ``MLFLOW_TRACKING_URI``, by default
 ``sqlite:///<project root>/mlflow.db`` with artifacts under ``<project root>/mlartifacts``. One
-experiment per application; one run per stage execution, tagged with the stage, the git commit
-and the hash of the parameters; one nested run per method (traversal, baseline, seed); per-step
-metrics with ``step=``; every path checkpoint an artifact under ``checkpoints/step-XXXXXX``.
+experiment per application (named after its stage; the flows' own runs go to ``pipeline``).
+Runs nest pipeline -> stage -> method: a flow opens a pipeline run, each stage execution is one
+run tagged with the stage, the git commit and the hash of its parameters, each method (training
+seed, traversal, baseline) a run nested in it; per-step metrics with ``step=``, batched; every
+path checkpoint an artifact under ``checkpoints/step-XXXXXX``; base networks registered in the
+model registry (``register_model``).
 
-Sweeps and flows pass context through the environment: ``GEODESIC_PARENT_RUN_ID`` nests the
-stage run under a pipeline run; ``GEODESIC_TAGS`` (JSON object) adds tags to every run.
+Flows pass context to stage processes through the environment (``child_env``):
+``GEODESIC_PARENT_RUN_ID`` nests the stage run under a pipeline run (which may live in another
+experiment: the UI then links it as "Parent run"); ``GEODESIC_TAGS`` (JSON object) adds tags to
+every run. Inside ``dvc exp run`` the experiment's name and baseline commit become tags too.
+
+System metrics (CPU, memory, disk, network; GPU with ``pynvml``) are off by default; set
+``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` (``geodesic repro --system-metrics``) and every
+stage run samples them every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (default 10).
 """
 from __future__ import annotations
 
@@ -25,16 +34,17 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from geodesic.settings import flatten
-from geodesic.traverse import Callback
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
+PIPELINE_EXPERIMENT = "pipeline"
+DVC_EXP_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline"}
 
 
 def project_root(start: Path | None = None) -> Path:
     """The repository root, also from inside a ``dvc exp run --temp`` copy (.dvc/tmp/exps/...),
     so temporary experiments log to the same store as the workspace."""
-    here = (start or Path.cwd()).resolve()
+    here = Path(start or Path.cwd()).resolve()
     parts = here.parts
     for i in range(len(parts) - 2):
         if parts[i:i + 3] == (".dvc", "tmp", "exps"):
@@ -42,14 +52,14 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DEFAULT_DB}"
+def tracking_uri(root: Path | None = None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root(root) / DEFAULT_DB}"
 
 
-def git_commit() -> str:
+def git_commit(root: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, cwd=project_root())
+                             check=True, cwd=project_root(root))
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -59,19 +69,34 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def experiment_id(name: str) -> str:
+def experiment_id(name: str, root: Path | None = None) -> str:
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (project_root() / ARTIFACT_DIR / name).as_uri()
-    uri = tracking_uri()
-    kwargs = {"artifact_location": location} if uri.startswith("sqlite:") else {}
+    location = (project_root(root) / ARTIFACT_DIR / name).as_uri()
+    kwargs = {"artifact_location": location} if tracking_uri(root).startswith("sqlite:") else {}
     return client.create_experiment(name, **kwargs)
 
 
 def extra_tags() -> dict[str, str]:
-    return {k: str(v) for k, v in json.loads(os.environ.get("GEODESIC_TAGS", "{}")).items()}
+    tags = {k: str(v) for k, v in json.loads(os.environ.get("GEODESIC_TAGS", "{}")).items()}
+    tags.update({tag: os.environ[var] for var, tag in DVC_EXP_TAGS.items() if os.environ.get(var)})
+    return tags
+
+
+def child_env(parent_run_id: str, tags: dict) -> dict[str, str]:
+    """Environment entries that make stage processes nest their runs under ``parent_run_id``
+    and carry ``tags`` (merged over the tags this process already passes on)."""
+    merged = {**json.loads(os.environ.get("GEODESIC_TAGS", "{}")), **tags}
+    return {"GEODESIC_PARENT_RUN_ID": parent_run_id,
+            "GEODESIC_TAGS": json.dumps({k: str(v) for k, v in merged.items()})}
+
+
+def _log_params(params: dict) -> None:
+    flat = flatten(params)
+    for start in range(0, len(flat), 90):
+        mlflow.log_params(dict(list(flat.items())[start:start + 90]))
 
 
 @contextmanager
@@ -86,9 +111,21 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
     if parent:
         tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(experiment_id=exp, run_name=stage, tags=tags) as run:
-        flat = flatten(params)
-        for start in range(0, len(flat), 90):
-            mlflow.log_params(dict(list(flat.items())[start:start + 90]))
+        _log_params(params)
+        yield run
+
+
+@contextmanager
+def pipeline_run(name: str, root: Path, params: dict | None = None, tags: dict | None = None):
+    """A flow's own run in the ``pipeline`` experiment of the project at ``root`` (nested in
+    the active run, if any); stage runs attach to it through :func:`child_env`."""
+    mlflow.set_tracking_uri(tracking_uri(root))
+    exp = experiment_id(PIPELINE_EXPERIMENT, root)
+    tags = {"git_commit": git_commit(root), **extra_tags(), **(tags or {})}
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=nested) as run:
+        if params:
+            _log_params(params)
         yield run
 
 
@@ -96,7 +133,10 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
 def method_run(name: str, params: dict | None = None):
     """A run nested in the active stage run, for one method, seed or traversal."""
     tags = {"method": name, **extra_tags()}
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+    parent = mlflow.active_run()
+    experiment = parent.info.experiment_id if parent is not None else None
+    with mlflow.start_run(run_name=name, nested=True, tags=tags,
+                          experiment_id=experiment) as run:
         if params:
             mlflow.log_params(flatten(params))
         yield run
@@ -111,16 +151,57 @@ def log_artifact(path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
-class MLflowCallback(Callback):
-    """Logs every numeric entry of every step record (batched through ``log_batch``), the
-    milestones (as ``<key>/<milestone>``, characters MLflow rejects replaced by ``_``), and
-    each saved checkpoint as an artifact under ``checkpoints/step-XXXXXX``."""
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def register_model(model, example, name: str, alias: str | None = None) -> str:
+    """Log ``model`` in the active run with the signature of ``model(example)`` and register it
+    as a new version of ``name``; ``alias`` (e.g. ``mlp-seed0``) then points at that version.
+    Returns the version. Stored in torch.export's ``pt2`` format, so loading it
+    (``mlflow.pytorch.load_model("models:/<name>@<alias>")``) runs no pickled code. Runs of a
+    sweep (tag ``sweep_id``) register versions but leave the aliases where they are."""
+    from importlib.metadata import version as installed
+
+    import torch
+    from mlflow.models import infer_signature
+
+    model = model.to("cpu").eval()
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), model(example).numpy())
+    info = mlflow.pytorch.log_model(model, name="mlflow_model", input_example=example.numpy(),
+                                    signature=signature, serialization_format="pt2",
+                                    pip_requirements=[f"torch=={installed('torch')}"],
+                                    registered_model_name=name)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in extra_tags().items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias and "sweep_id" not in extra_tags():
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+class MLflowCallback:
+    """A traversal callback (the hooks of :class:`geodesic.traverse.Callback`; not derived from
+    it, so that flows importing this module do not import torch) that logs every numeric entry
+    of every step record, the milestones (as ``<key>/<milestone>``, characters MLflow rejects
+    replaced by ``_``), and each saved checkpoint as an artifact under
+    ``checkpoints/step-XXXXXX``. Records are buffered and sent with ``log_batch`` every
+    ``flush_every`` steps, asynchronously (MLflow's background logging), so the loop does not
+    wait for the store; ``on_end`` waits until everything is written."""
 
     def __init__(self, run_id: str | None = None, flush_every: int = 100, prefix: str = ""):
         self.run_id = run_id or mlflow.active_run().info.run_id
         self.client = MlflowClient()
         self.flush_every, self.prefix = flush_every, prefix
         self.buffer: list[Metric] = []
+        self.pending: list = []
+        self._steps = 0
 
     def _add(self, record: dict, step: int, suffix: str = "") -> None:
         now = int(time.time() * 1000)
@@ -130,12 +211,22 @@ class MLflowCallback(Callback):
 
     def flush(self) -> None:
         for start in range(0, len(self.buffer), 1000):
-            self.client.log_batch(self.run_id, metrics=self.buffer[start:start + 1000])
+            self.pending.append(self.client.log_batch(
+                self.run_id, metrics=self.buffer[start:start + 1000], synchronous=False))
         self.buffer = []
+
+    def wait(self) -> None:
+        for operation in self.pending:
+            operation.wait()
+        self.pending = []
+
+    def on_start(self, path, w) -> None:
+        pass
 
     def on_step(self, record: dict, w) -> None:
         self._add(record, record["step"])
-        if len(self.buffer) >= self.flush_every * 8:
+        self._steps += 1
+        if self._steps % self.flush_every == 0:
             self.flush()
 
     def on_milestone(self, name: str, record: dict, w) -> None:
@@ -148,3 +239,4 @@ class MLflowCallback(Callback):
 
     def on_end(self, path) -> None:
         self.flush()
+        self.wait()

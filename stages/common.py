@@ -38,11 +38,10 @@ def main(stage: Callable[[Params], None]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        params = load_params(PARAMS)
-    except ParamsError as exc:
+        stage(load_params(PARAMS))
+    except ParamsError as exc:  # also raised by checks that need the stage's inputs
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    stage(params)
 
 
 def params_dict(params: Params, *sections: str) -> dict:

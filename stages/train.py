@@ -1,5 +1,6 @@
 """Stage ``train``: one base network per seed in ``train.seeds`` (mode connectivity needs two),
-written to ``models/seed<N>.safetensors``; ``metrics/train.json`` holds their test accuracy."""
+written to ``models/seed<N>.safetensors`` and registered in MLflow as ``base-<dataset>`` with the
+alias ``<model>-seed<N>``; ``metrics/train.json`` holds their test accuracy."""
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,8 @@ def train_stage(params: Params) -> None:
                 tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss,
                                       "seconds": result.seconds})
                 tracking.log_artifact(model_file(seed), "model")
+                tracking.register_model(model, data.test.x[:8], f"base-{params.data.name}",
+                                        alias=f"{params.model.name}-seed{seed}")
             log.info("seed %d: test accuracy %.4f in %.1fs", seed, result.test_acc,
                      result.seconds)
             results[str(seed)] = {"test_acc": result.test_acc, "test_loss": result.test_loss,

@@ -165,3 +165,38 @@ def test_amp_on_cuda_keeps_float32_state_and_stays_close():
     a, b = amp.at(w), plain.at(w)
     assert a.z.dtype == torch.float32 and a.mvp(theta).dtype == torch.float32
     assert rel(a.mvp(theta), b.mvp(theta)) < 5e-2
+
+
+def test_cached_reference_outputs_equal_a_forward_pass_and_follow_changes(float64):
+    model = tiny_convnet_bn().double()
+    pool = torch.randn(10, 2, 4, 4)
+    metric = FunctionalMetric(model, pool, batch_size=4, seed=2)
+    w = metric.space.get(model) + 0.1 * torch.randn(metric.space.dim)
+    local = metric.at(w)  # a sampled batch: z0 from the cache
+    explicit = metric.at(w, local.x)  # the same batch given explicitly: z0 by a forward pass
+    assert rel(local.distance_gradient(), explicit.distance_gradient()) < 1e-12
+    with torch.no_grad():  # new BatchNorm statistics: the cache must follow
+        model.train()(torch.randn(8, 2, 4, 4) * 3)
+        model.eval()
+    assert rel(metric.reference_outputs(), metric.function(metric.reference, pool)) < 1e-12
+    metric.reference = w.clone()
+    assert rel(metric.reference_outputs(), metric.function(w, pool)) < 1e-12
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_amp_plumbing_with_cpu_bfloat16_standing_in_for_cuda(monkeypatch, fast):
+    """The autocast code path (low-precision forward, float32 z and products) runs and stays
+    close, using CPU bfloat16 autocast in place of CUDA's."""
+    from functools import partial
+    model = tiny_vgg_bn()
+    x = torch.randn(6, 2, 8, 8)
+    amp, plain = FunctionalMetric(model, x, amp=True, fast=fast), FunctionalMetric(model, x)
+    monkeypatch.setattr(amp, "autocast",
+                        lambda: partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16))
+    w = amp.space.get(model)
+    theta = torch.randn_like(w)
+    a, b = amp.at(w), plain.at(w)
+    assert a.z.dtype == torch.float32 and a.mvp(theta).dtype == torch.float32
+    assert rel(a.z, b.z) < 5e-2
+    assert rel(a.mvp(theta), b.mvp(theta)) < 1e-1
+    assert a.distance_gradient().dtype == torch.float32

@@ -1,1 +1,1 @@
-"""Baselines the applications are compared against (one small module each)."""
+"""Baselines the geodesic paths are compared against (one small module per application)."""

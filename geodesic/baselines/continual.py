@@ -1,0 +1,148 @@
+"""Continual-learning baselines: one training template, methods as plugins, chosen by name.
+
+``Template(plugins, config).learn(model, t, tasks, memory, ...)`` learns task t by SGD:
+
+    repeat:  x, y = the task's next minibatch           (TaskBatches: the geodesic's order)
+             loss = CE(mask_t(f(x)), y) + sum_p p.penalty(ctx, x, y, f(x))
+             backward; p.after_backward; optimizer step; p.after_step
+             every ``stop.every`` evaluations: validation loss of task t -> EarlyStop
+    until the per-task budget of evaluations is spent or early stopping; then p.after_task.
+
+Evaluations are counted as the geodesic counts them: one per forward+backward pass over a
+minibatch (the task batch; replay's memory batch; LwF's teacher forward; EWC's Fisher batches,
+which come after the task and on top of its budget). A step is not started when it would take the
+task past the budget (judged by the previous step's cost).
+
+``BASELINES`` maps the names of ``params.yaml`` to the plugin lists (see
+:mod:`geodesic.baselines.continual_plugins` for the equations).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from geodesic.baselines.continual_plugins import EWC, SI, LwF, Plugin, Replay
+from geodesic.continual_protocol import EarlyStop, Memory, TaskBatches, task_loss, task_scores
+from geodesic.io import save_tensors
+from geodesic.metric import ParameterSpace
+from geodesic.path import checkpoint_file
+from geodesic.registry import Registry
+from geodesic.tasks import Task
+
+
+@dataclass
+class BaselineConfig:
+    lr: float = 0.05
+    momentum: float = 0.9
+    ewc_lambda: float = 100.0
+    ewc_mode: str = "separate"
+    ewc_gamma: float = 1.0
+    fisher_samples: int = 256
+    si_c: float = 1.0
+    si_xi: float = 0.1
+    lwf_alpha: float = 1.0
+    lwf_temperature: float = 2.0
+    replay_batch: int = 64
+    seed: int = 0
+
+
+BASELINES: Registry[Callable[[BaselineConfig], list[Plugin]]] = Registry("continual baseline")
+BASELINES.register("finetune")(lambda c: [])
+BASELINES.register("ewc")(lambda c: [EWC(c.ewc_lambda, c.ewc_mode, c.ewc_gamma,
+                                         c.fisher_samples)])
+BASELINES.register("si")(lambda c: [SI(c.si_c, c.si_xi)])
+BASELINES.register("lwf")(lambda c: [LwF(c.lwf_alpha, c.lwf_temperature)])
+BASELINES.register("replay")(lambda c: [Replay(c.replay_batch, c.seed)])
+
+
+@dataclass
+class Context:
+    """What the plugins see while task ``t`` is learned."""
+
+    model: nn.Module
+    t: int
+    task: Task
+    mask: Tensor
+    old_groups: list[Tensor]  # per earlier task: its outputs among the classes seen so far
+    memory: Memory
+    batch_size: int
+    device: torch.device
+    evals: int = 0
+
+
+def old_output_groups(tasks: Sequence[Task], masks: Sequence[Tensor], t: int) -> list[Tensor]:
+    """The distinct masks mask_j & seen (j < t), seen = the classes of tasks 0..t-1."""
+    if t == 0:
+        return []
+    seen = torch.isin(torch.arange(len(masks[0])),
+                      torch.tensor([c for task in tasks[:t] for c in task.classes]))
+    groups: list[Tensor] = []
+    for j in range(t):
+        group = masks[j] & seen
+        if not any(torch.equal(group, g) for g in groups):
+            groups.append(group)
+    return groups
+
+
+class Template:
+    """SGD on one task at a time, with plugins; the same for every baseline."""
+
+    def __init__(self, plugins: list[Plugin], config: BaselineConfig, batch_size: int,
+                 budget: int, stop_every: int, patience: int):
+        self.plugins, self.config, self.batch_size = plugins, config, batch_size
+        self.budget, self.stop_every, self.patience = budget, stop_every, patience
+
+    def learn(self, model: nn.Module, t: int, tasks: Sequence[Task], masks: Sequence[Tensor],
+              memory: Memory, seed: int, callbacks=(), directory=None) -> tuple[int, int]:
+        """Learn task ``t`` in place; returns (evaluations spent, steps taken)."""
+        device = next(model.parameters()).device
+        ctx = Context(model, t, tasks[t], masks[t], old_output_groups(tasks, masks, t), memory,
+                      self.batch_size, device)
+        batches = TaskBatches(tasks[t].train, self.batch_size, seed)
+        stop = EarlyStop(self.stop_every, self.patience)
+        opt = torch.optim.SGD(model.parameters(), lr=self.config.lr,
+                              momentum=self.config.momentum)
+        space = ParameterSpace(model)
+        for p in self.plugins:
+            p.before_task(ctx)
+        step, last_cost, t0 = 0, 0, time.perf_counter()
+        while ctx.evals < self.budget and ctx.evals + last_cost <= self.budget:
+            before = ctx.evals
+            model.train()
+            x, y = (v.to(device) for v in batches.next())
+            z = model(x)
+            loss = task_loss(z, y, ctx.mask)
+            ctx.evals += 1
+            total = loss + sum(p.penalty(ctx, x, y, z) for p in self.plugins)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            for p in self.plugins:
+                p.after_backward(ctx)
+            opt.step()
+            for p in self.plugins:
+                p.after_step(ctx)
+            step, last_cost = step + 1, ctx.evals - before
+            record = {"step": step, "loss": float(loss.detach()),
+                      "total_loss": float(total.detach()), "evals": ctx.evals,
+                      "seconds": time.perf_counter() - t0}
+            stopped = False
+            if len(tasks[t].val) and stop.due(ctx.evals):
+                record["val_loss"] = task_scores(model, tasks[t].val, ctx.mask)[1]
+                stopped = stop.update(ctx.evals, record["val_loss"])
+            w = space.get(model) if callbacks else None
+            for cb in callbacks:
+                cb.on_step(record, w)
+            if stopped:
+                break
+        for p in self.plugins:
+            p.after_task(ctx)
+        if directory is not None:
+            file = checkpoint_file(directory, step)
+            save_tensors(file, {"w": space.get(model)})
+            for cb in callbacks:
+                cb.on_checkpoint(step, file)
+        return ctx.evals, step

@@ -1,0 +1,224 @@
+"""The connect application: paths from w1 to w2 (the geodesic and the baseline curves), each
+scored the same way.
+
+Every path is evaluated at points ordered from w1 to w2, each a dict with ``position`` (its
+Euclidean arc length from w1), ``test_acc``/``test_loss`` and ``val_acc``/``val_loss``, with
+BatchNorm statistics recomputed from training inputs at every point. The geodesic is scored at
+w1, every ``eval_every`` steps, where it arrives within eps of w2, and at w2 after the final
+straight segment; a curve at ``points`` parameters t evenly spaced in [0, 1]. Compute is counted
+in gradient evaluations (``evals``): metric-vector products, pullbacks and SGD steps alike.
+
+The geodesic's direction is v = (w2 - w) - alpha grad D2(w) with alpha = ``function_pull``:
+:class:`Connect` composed with alpha :class:`Anchor`, the metric's reference network being w2,
+so D2 = 1/2 E||f(x; w) - f(x; w2)||^2 on the metric batch (no labels). alpha = 0 is the plain
+paper form v = w2 - w.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from geodesic.baselines.curves import CURVES, BezierTraining, Plane
+from geodesic.data import Dataset
+from geodesic.evaluate import (AccuracyCallback, BatchNormRefresh, path_metrics,
+                               recalibrate_batchnorm, score_curve, score_weights)
+from geodesic.metric import FunctionalMetric, ParameterSpace
+from geodesic.objectives import Anchor, Combined
+from geodesic.objectives.connect import Connect
+from geodesic.solvers import build_solver
+from geodesic.traverse import Callback, ProgressLog, traverse
+
+
+@dataclass
+class Endpoints:
+    """What every method shares: the two networks and the inputs used for scoring."""
+
+    model: nn.Module  # the architecture, holding w1; only ever copied
+    space: ParameterSpace
+    w1: Tensor
+    w2: Tensor
+    data: Dataset
+    train_inputs: Tensor  # on the device: the metric's pool
+    bn_inputs: Tensor  # BatchNorm statistics are recomputed from these at every point
+    metric_inputs: Tensor  # fixed batch for the functional speed of the curves
+
+    def splits(self) -> dict:
+        return {"test": self.data.test, "val": self.data.val}
+
+
+@dataclass
+class MethodResult:
+    name: str
+    points: list[dict]
+    metrics: dict
+    records: list[dict] = field(default_factory=list)
+    plane: list[tuple[float, float, float]] = field(default_factory=list)  # (x, y, off-plane)
+    curve: object | None = None  # the fitted curve (baselines)
+
+
+def endpoints(model1: nn.Module, model2: nn.Module, data: Dataset, bn_inputs: int,
+              metric_batch: int) -> Endpoints:
+    space = ParameterSpace(model1)
+    w1 = space.get(model1)
+    x = data.train.x.to(w1.device)
+    return Endpoints(model1, space, w1, space.get(model2), data, x,
+                     x if bn_inputs == 0 else x[:bn_inputs], x[:metric_batch])
+
+
+def score_point(ends: Endpoints, w: Tensor) -> dict:
+    point = {}
+    for name, split in ends.splits().items():
+        point[f"{name}_acc"], point[f"{name}_loss"] = score_weights(
+            ends.model, ends.space, w, split, ends.bn_inputs)
+    return point
+
+
+class Timed(Callback):
+    """Runs ``inner`` and adds up the seconds it takes (scoring is not the method's compute)."""
+
+    def __init__(self, inner: Callback):
+        self.inner, self.seconds = inner, 0.0
+
+    def _timed(self, name: str, *args) -> None:
+        t0 = time.perf_counter()
+        getattr(self.inner, name)(*args)
+        self.seconds += time.perf_counter() - t0
+
+    def on_start(self, path, w):
+        self._timed("on_start", path, w)
+
+    def on_step(self, record, w):
+        self._timed("on_step", record, w)
+
+    def on_milestone(self, name, record, w):
+        self._timed("on_milestone", name, record, w)
+
+
+class PlaneTrace(Callback):
+    """Coordinates of every step's weights on a :class:`Plane`."""
+
+    def __init__(self, plane: Plane):
+        self.plane, self.coords = plane, []
+
+    def on_step(self, record, w):
+        self.coords.append(self.plane.coordinates(w))
+
+
+def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
+                 callbacks: tuple[Callback, ...] = ()) -> MethodResult:
+    """Traverse from w1 toward w2 with the settings ``s`` (a ConnectSettings)."""
+    model = copy.deepcopy(ends.model)
+    metric = FunctionalMetric(model, ends.train_inputs, output=s.output,
+                              batch_size=s.metric_batch, seed=s.seed, reference=ends.w2)
+    connect = Connect(ends.w1, ends.w2, s.eps)
+    objective = (Combined([(1.0, connect), (s.function_pull, Anchor())])
+                 if s.function_pull > 0 else connect)
+    scoring = [Timed(AccuracyCallback(model, ends.space, split, s.eval_every, key=name,
+                                      recalibrate=ends.bn_inputs))
+               for name, split in ends.splits().items()]
+    scoring.append(Timed(BatchNormRefresh(model, ends.space, ends.bn_inputs, s.eval_every)))
+    trace = PlaneTrace(plane) if plane is not None else Callback()
+    path = traverse(model, objective, metric, build_solver(s), eta=s.eta, beta=s.beta,
+                    max_steps=s.max_steps, checkpoint_every=s.checkpoint_every,
+                    directory=directory, callbacks=[*scoring, trace, ProgressLog(
+                        "geodesic", s.max_steps), *callbacks])
+    points = _geodesic_points(ends, path, connect)
+    join = ends.w2 - connect.end if "joined" in path.milestones else None
+    functional = path.functional_length + (_functional(ends, ends.w2, join, s.output)
+                                           if join is not None else 0.0)
+    metrics = path_metrics(points, points[-1]["position"], functional)
+    last = path.records[-1] if path.records else {"evals": 0, "seconds": 0.0,
+                                                  "distance_rel": 1.0}
+    metrics.update(end_distance=last["distance_rel"], grad_evals=last["evals"],
+                   seconds=last["seconds"] - sum(c.seconds for c in scoring),
+                   steps=len(path.records), **_validation(points))
+    coords = [plane.coordinates(ends.w1)] + trace.coords if plane is not None else []
+    if plane is not None and join is not None:
+        coords.append(plane.coordinates(ends.w2))
+    return MethodResult("geodesic", points, metrics, path.records, coords)
+
+
+def _geodesic_points(ends: Endpoints, path, connect: Connect) -> list[dict]:
+    points = [{"step": 0, "position": 0.0, **score_point(ends, ends.w1)}]
+    position, scored = 0.0, set()
+    for record in path.records:
+        position += record["step_norm"]
+        if "test_acc" in record:
+            points.append({"step": record["step"], "position": position,
+                           **_scores(record)})
+            scored.add(record["step"])
+    for name in ("arrived", "stopped", "joined"):
+        record = path.milestones.get(name)
+        if record is None or (name != "joined" and record["step"] in scored):
+            continue
+        extra = float((ends.w2 - connect.end).norm()) if name == "joined" else 0.0
+        points.append({"step": record["step"], "position": position + extra,
+                       **_scores(record)})
+    return points
+
+
+def _validation(points: list[dict]) -> dict:
+    """The figures hyperparameters are selected on (never the test split)."""
+    val = path_metrics(points, 0.0, 0.0, key="val")
+    return {"val_min_acc": val["min_acc"], "val_barrier": val["barrier"]}
+
+
+def _scores(record: dict) -> dict:
+    return {k: record[k] for k in ("test_acc", "test_loss", "val_acc", "val_loss")}
+
+
+def _functional(ends: Endpoints, w: Tensor, theta: Tensor, output: str) -> float:
+    probe = copy.deepcopy(ends.model)
+    ends.space.set(probe, w)
+    recalibrate_batchnorm(probe, ends.bn_inputs)
+    local = FunctionalMetric(probe, ends.metric_inputs, output=output).at(w, ends.metric_inputs)
+    return float(local.quadratic(theta).clamp_min(0).sqrt())
+
+
+def run_curve(name: str, ends: Endpoints, s, on_record: Callable[[dict], None] | None = None,
+              on_point: Callable[[int, dict], None] | None = None) -> MethodResult:
+    """Fit curve ``name`` (``linear``, ``bezier``) and score it at ``s.points`` parameters."""
+    cfg = BezierTraining(steps=s.bezier_steps, batch_size=s.bezier_batch, lr=s.bezier_lr,
+                         momentum=s.bezier_momentum, weight_decay=s.bezier_weight_decay,
+                         seed=s.seed)
+    model = copy.deepcopy(ends.model)
+    fitted = CURVES.get(name)(model, ends.space, ends.w1, ends.w2, ends.data.train, cfg,
+                              on_record)
+    ts = torch.linspace(0, 1, s.points).tolist()
+    points, length, functional = score_curve(ends.model, ends.space, fitted.curve, ts,
+                                             ends.splits(), ends.bn_inputs,
+                                             ends.metric_inputs, s.output, on_point)
+    metrics = path_metrics(points, length, functional)
+    metrics.update(end_distance=0.0, grad_evals=fitted.evals, seconds=fitted.seconds,
+                   steps=len(fitted.records) and fitted.records[-1]["step"],
+                   **_validation(points))
+    return MethodResult(name, points, metrics, fitted.records, curve=fitted.curve)
+
+
+def trace_curve(result: MethodResult, plane: Plane, n: int = 101) -> None:
+    """The curve's coordinates on ``plane`` at ``n`` evenly spaced parameters."""
+    result.plane = [plane.coordinates(result.curve.point(t))
+                    for t in torch.linspace(0, 1, n).tolist()]
+
+
+def plane_landscape(ends: Endpoints, plane: Plane, traces: list[list[tuple]], grid: int,
+                    margin: float = 0.2) -> dict:
+    """Test accuracy and loss on a ``grid`` x ``grid`` lattice of the plane covering the traces
+    with a ``margin`` (fraction of their extent) on every side; BatchNorm recomputed per point."""
+    xs = [c[0] for trace in traces for c in trace]
+    ys = [c[1] for trace in traces for c in trace]
+    span = max(max(xs) - min(xs), max(ys) - min(ys), 1e-6)
+    gx = torch.linspace(min(xs) - margin * span, max(xs) + margin * span, grid).tolist()
+    gy = torch.linspace(min(ys) - margin * span, max(ys) + margin * span, grid).tolist()
+    acc = [[0.0] * grid for _ in range(grid)]
+    loss = [[0.0] * grid for _ in range(grid)]
+    for j, y in enumerate(gy):
+        for i, x in enumerate(gx):
+            acc[j][i], loss[j][i] = score_weights(ends.model, ends.space, plane.point(x, y),
+                                                  ends.data.test, ends.bn_inputs)
+    return {"x": gx, "y": gy, "test_acc": acc, "test_loss": loss}

@@ -1,0 +1,170 @@
+"""The command line: ``geodesic <command>`` or ``python -m pipelines <command>``.
+
+    geodesic repro [STAGE ...]               the DVC pipeline as a Prefect flow
+    geodesic sweep -S 'sparsify.solver=[cg,qp,penalty]'   parameter sweep, DVC experiments
+    geodesic serve [--cron '0 3 * * *']     serve both flows, the sweep on a schedule
+    geodesic deploy --pool P --source GIT   deployments that workers on other machines run
+    geodesic ui [--prefect]                  the MLflow UI (or the Prefect server) on 127.0.0.1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from geodesic.settings import ParamsError
+from pipelines.project import CommandFailed, SweepFailed
+
+EPILOG = """Prefect: flows talk to PREFECT_API_URL when set (a `prefect server start` or
+`geodesic ui --prefect`), otherwise to a temporary local server started for the
+run (its first start can take a minute). PREFECT_HOME defaults to ./.prefect here.
+MLflow: MLFLOW_TRACKING_URI, default sqlite:///<project>/mlflow.db."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="geodesic", description="Reproduce, sweep and schedule the weight-space geodesic "
+        "pipeline (DVC stages run as Prefect flows, every run recorded in MLflow).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("-C", "--project", default=".", help="the DVC project (default: .)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    repro = sub.add_parser("repro", help="reproduce the DVC pipeline as a Prefect flow",
+                           description="Run the stages of dvc.yaml as Prefect tasks in DVC's "
+                           "order (each `dvc repro --single-item <stage>`: up-to-date stages "
+                           "are skipped), nest their MLflow runs under one pipeline run, and "
+                           "print the DVC metrics. A failing stage stops the flow with the "
+                           "stage's own error message; transient failures are retried.")
+    repro.add_argument("stages", nargs="*", help="stages to reproduce with their upstream "
+                       "stages (default: all)")
+    repro.add_argument("-f", "--force", action="store_true", help="rerun even up-to-date stages")
+    repro.add_argument("--system-metrics", action="store_true", help="log CPU/memory/disk (and "
+                       "GPU) usage of every stage run to MLflow")
+
+    sweep = sub.add_parser("sweep", help="run parameter overrides as DVC experiments, compare",
+                           description="Each point runs as `dvc exp run --temp -S ...` "
+                           "(listed by `dvc exp show`); its MLflow runs are tagged with the "
+                           "sweep id and the point's overrides; a comparison table ends up as a "
+                           "Prefect artifact and in the sweep's MLflow run.",
+                           epilog="example: geodesic sweep -S 'sparsify.solver=[cg,qp,penalty]'"
+                           " -S sparsify.eta=[0.02,0.05]   (3 x 2 = 6 points)")
+    sweep.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=[V1,V2,...]", help="values to sweep (their grid); "
+                       "KEY=V fixes a value for every point")
+    sweep.add_argument("--point", action="append", default=[], metavar="'K=V K2=V2'",
+                       help="an explicit point (repeatable), in addition to the grid")
+    sweep.add_argument("--metric", dest="metrics", action="append", metavar="KEY",
+                       help="a metric column of the table, e.g. train.test_acc_mean "
+                       "(default: every metric that varies)")
+    sweep.add_argument("--plot", dest="plot_metric", metavar="KEY", help="metric to plot")
+    sweep.add_argument("--id", dest="sweep_id", help="sweep id (default: time and random)")
+    sweep.add_argument("-f", "--force", action="store_true", help="rerun every stage of every "
+                       "point (default: stages whose inputs ran before come from DVC's run "
+                       "cache)")
+    sweep.add_argument("--system-metrics", action="store_true", help="as for repro")
+
+    serve = sub.add_parser("serve", help="serve both flows, the sweep on a cron schedule",
+                           description="Serve the deployments geodesic-reproduce (on demand: "
+                           "`prefect deployment run reproduce/geodesic-reproduce`) and "
+                           "geodesic-sweep (on --cron, else params.yaml's sweep.cron, else "
+                           "daily at 03:00) from this process until interrupted.")
+    serve.add_argument("--cron", help="cron schedule of the sweep ('none': no schedule)")
+    serve.add_argument("-S", "--set", dest="overrides", action="append", metavar="KEY=[...]",
+                       help="the scheduled sweep's overrides (default: params.yaml sweep."
+                       "overrides, else two pairs of training seeds)")
+    serve.add_argument("--limit", type=int, help="at most this many concurrent flow runs")
+
+    deploy = sub.add_parser("deploy", help="deployments in a work pool, pulled from git",
+                            description="Register <name>-reproduce and <name>-sweep in a "
+                            "process work pool; their runs clone --source at --ref. Start "
+                            "workers on any machine with `prefect worker start --pool POOL` "
+                            "(same PREFECT_API_URL).")
+    deploy.add_argument("--pool", required=True, help="process work pool (`prefect work-pool "
+                        "create POOL --type process`)")
+    deploy.add_argument("--source", required=True, help="git URL of the project")
+    deploy.add_argument("--ref", help="branch to pull (default: the remote's default)")
+    deploy.add_argument("--name", default="geodesic", help="deployment name prefix")
+    deploy.add_argument("--cron", help="cron schedule of the sweep ('none': no schedule)")
+    deploy.add_argument("-S", "--set", dest="overrides", action="append", metavar="KEY=[...]",
+                        help="the sweep's overrides")
+    deploy.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of the flow runs, e.g. MLFLOW_TRACKING_URI=http://"
+                        "mlflow-host:5000")
+
+    ui = sub.add_parser("ui", help="MLflow UI (or --prefect: Prefect server) on 127.0.0.1",
+                        description="Start `mlflow ui` on the project's tracking store, bound "
+                        "to 127.0.0.1 (reach it from elsewhere through an SSH tunnel), or with "
+                        "--prefect a Prefect server with its UI.")
+    ui.add_argument("--port", type=int, help="port (default: 5000 MLflow, 4200 Prefect)")
+    ui.add_argument("--prefect", action="store_true", help="start `prefect server start`")
+    return top
+
+
+def _point(text: str) -> dict:
+    from pipelines.overrides import parse_spec
+    return dict(parse_spec(item) for item in text.split())
+
+
+def _print(result: dict) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    project = str(Path(args.project).resolve())
+    os.environ.setdefault("PREFECT_HOME", str(Path(project) / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if getattr(args, "system_metrics", False):
+        os.environ["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = "true"
+    try:
+        if args.command == "repro":
+            from pipelines.flows import reproduce
+            result = reproduce(project=project, stages=args.stages or None, force=args.force)
+            _print(result["metrics"])
+        elif args.command == "sweep":
+            from pipelines.flows import sweep
+            result = sweep(overrides=args.overrides, points=[_point(p) for p in args.point],
+                           project=project, sweep_id=args.sweep_id, metrics=args.metrics,
+                           plot_metric=args.plot_metric, force=args.force)
+            print(result["table"])
+        elif args.command == "serve":
+            from pipelines.serve import serve
+            serve(project, args.cron, args.overrides, args.limit)
+        elif args.command == "deploy":
+            from pipelines.serve import deploy
+            env = dict(item.split("=", 1) for item in args.env)
+            _print(deploy(args.source, args.pool, args.ref, args.cron, args.overrides, env,
+                          project, args.name))
+        elif args.command == "ui":
+            return _ui(project, args.port, args.prefect)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (CommandFailed, SweepFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ui(project: str, port: int | None, prefect: bool) -> int:
+    """Replace this process by the server, so Ctrl-C and signals reach it directly."""
+    if prefect:
+        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+               "--port", str(port or 4200)]
+    else:
+        from geodesic.tracking import tracking_uri
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+               tracking_uri(Path(project)), "--host", "127.0.0.1", "--port", str(port or 5000),
+               "--workers", "1"]
+        os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs
+    print(" ".join(cmd), flush=True)
+    os.chdir(project)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""The Prefect flows of the project, in one importable place (deployment entrypoints
+``pipelines/flows.py:reproduce`` and ``pipelines/flows.py:sweep``)."""
+from pipelines.reproduce import reproduce
+from pipelines.sweep import sweep
+
+__all__ = ["reproduce", "sweep"]

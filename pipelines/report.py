@@ -1,0 +1,81 @@
+"""The comparison of a sweep's points: a table (markdown for Prefect and MLflow, CSV for tools)
+and a bar chart of one metric per point.
+
+A row is ``{"point": i, "experiment": name, "overrides": {...}, "metrics": {...}, "error": str}``;
+the columns are the overridden keys, then the metrics (``<file stem>.<key>``) that vary across
+the points (the headline ones, those with at most one dot, first).
+"""
+from __future__ import annotations
+
+import csv
+import io
+
+MAX_MARKDOWN_METRICS = 10
+
+
+def metric_columns(rows: list[dict], chosen: list[str] | None = None) -> list[str]:
+    if chosen:
+        return list(chosen)
+    keys = sorted({k for row in rows for k in row["metrics"]},
+                  key=lambda k: (k.count(".") > 1, k))
+    varying = [k for k in keys if len({row["metrics"].get(k) for row in rows}) > 1]
+    return varying or keys
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def table(rows: list[dict], columns: list[str]) -> tuple[list[str], list[list]]:
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    header = ["point", "experiment", *keys, *columns, "error"]
+    body = [[row["point"], row["experiment"], *(row["overrides"].get(k) for k in keys),
+             *(row["metrics"].get(c) for c in columns), row.get("error") or ""] for row in rows]
+    return header, body
+
+
+def markdown(rows: list[dict], title: str, metrics: list[str] | None = None) -> str:
+    columns = metric_columns(rows, metrics)
+    header, body = table(rows, columns[:MAX_MARKDOWN_METRICS])
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v).replace("|", "/") for v in line) + " |"
+              for line in body]
+    if len(columns) > MAX_MARKDOWN_METRICS:
+        lines += ["", f"{len(columns) - MAX_MARKDOWN_METRICS} more metric columns in "
+                  "comparison.csv."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    header, body = table(rows, sorted({k for row in rows for k in row["metrics"]}))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(body)
+    return out.getvalue()
+
+
+def figure(rows: list[dict], metric: str | None = None):
+    """A bar chart of ``metric`` (default: the first varying headline metric) per point."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = metric_columns(rows)
+    metric = metric or (columns[0] if columns else None)
+    labels = [", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or str(row["point"])
+              for row in rows]
+    values = [row["metrics"].get(metric, float("nan")) if metric else float("nan")
+              for row in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 3.6))
+    ax.bar(range(len(rows)), values, color="tab:blue")
+    ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(metric or "no metric")
+    ax.set_title(f"sweep: {metric}" if metric else "sweep")
+    for i, v in enumerate(values):
+        if v == v:
+            ax.annotate(f"{v:.4g}", (i, v), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    return fig

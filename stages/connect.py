@@ -1,0 +1,98 @@
+"""Stage ``connect``: from the base network of ``connect.seeds[0]`` to that of ``seeds[1]``
+along the geodesic, against the straight line and a trained quadratic Bezier curve.
+
+Writes ``metrics/connect.json``, ``plots/connect.csv`` (accuracy along the normalised path
+position, every method), ``plots/connect/paths.png``, ``plots/connect/plane.png`` and
+``paths/connect/`` (the geodesic's checkpoints and end point, the Bezier middle point). One
+MLflow run with a nested run per method: per-step metrics, checkpoints and figures.
+
+    python -m stages.connect
+"""
+from __future__ import annotations
+
+import logging
+
+from geodesic import tracking
+from geodesic.baselines.curves import Plane
+from geodesic.connect_report import plot_paths, plot_plane, rows, summary, write_csv
+from geodesic.connect_run import (endpoints, plane_landscape, run_curve, run_geodesic,
+                                  score_point, trace_curve)
+from geodesic.device import resolve_device
+from geodesic.io import save_tensors, write_json
+from geodesic.params import Params
+from geodesic.settings import ParamsError, to_dict
+from stages.common import METRICS, PATHS, PLOTS, load_base_model, load_data, main, params_dict
+
+log = logging.getLogger("stages.connect")
+OUT = PATHS / "connect"
+FIGURES = PLOTS / "connect"
+
+
+def connect_stage(params: Params) -> None:
+    c = params.connect
+    for seed in c.seeds:
+        if seed not in params.train.seeds:
+            raise ParamsError("connect.seeds", c.seeds, f"seeds trained by the train stage "
+                              f"(train.seeds = {params.train.seeds})")
+    device = resolve_device(c.device)
+    data = load_data(params)
+    ends = endpoints(load_base_model(params, c.seeds[0], device),
+                     load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
+                     c.metric_batch)
+    with tracking.stage_run("connect", params_dict(params, "data", "model", "train", "connect")):
+        first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
+        ends_scores = {"w1_test_acc": first["test_acc"], "w2_test_acc": second["test_acc"],
+                       "w1_test_loss": first["test_loss"], "w2_test_loss": second["test_loss"]}
+        tracking.log_metrics(ends_scores)
+        results = [_baseline(name, ends, c) for name in c.baselines]
+        bezier = next((r for r in results if r.name == "bezier"), None)
+        plane = Plane.through(ends.w1, ends.w2, bezier.curve.theta) if bezier else None
+        with tracking.method_run("geodesic", to_dict(c)):
+            geodesic = run_geodesic(ends, c, OUT / "geodesic", plane,
+                                    callbacks=(tracking.MLflowCallback(),))
+            tracking.log_metrics(geodesic.metrics)
+            tracking.log_artifact(OUT / "geodesic" / "final.safetensors", "path")
+        results.insert(0, geodesic)
+        _report(ends, results, plane, bezier, c, ends_scores)
+
+
+def _baseline(name: str, ends, c):
+    with tracking.method_run(name, to_dict(c)):
+        result = run_curve(name, ends, c,
+                           on_record=lambda r: tracking.log_metrics(r, step=r["step"]),
+                           on_point=lambda i, p: tracking.log_metrics(
+                               {f"path_{k}": v for k, v in p.items()}, step=i))
+        tracking.log_metrics(result.metrics)
+        if hasattr(result.curve, "theta"):
+            file = OUT / name / "theta.safetensors"
+            save_tensors(file, {"theta": result.curve.theta})
+            tracking.log_artifact(file, f"checkpoints/step-{result.metrics['steps']:06d}")
+    log.info("%s: min accuracy %.4f, barrier %.4f, %d gradient evaluations", name,
+             result.metrics["min_acc"], result.metrics["barrier"], result.metrics["grad_evals"])
+    return result
+
+
+def _report(ends, results, plane, bezier, c, ends_scores) -> None:
+    write_json(METRICS / "connect.json", summary(ends_scores, results))
+    write_csv(PLOTS / "connect.csv", rows(results))
+    plot_paths(results, FIGURES / "paths.png")
+    tracking.log_artifact(FIGURES / "paths.png", "figures")
+    tracking.log_artifact(PLOTS / "connect.csv", "figures")
+    if plane is not None:
+        for r in results:
+            if r.curve is not None:
+                trace_curve(r, plane)
+        landscape = (plane_landscape(ends, plane, [r.plane for r in results], c.plane_grid)
+                     if c.plane_grid else None)
+        marks = {"w1": plane.coordinates(ends.w1)[:2], "w2": plane.coordinates(ends.w2)[:2],
+                 "theta": plane.coordinates(bezier.curve.theta)[:2]}
+        plot_plane(results, marks, FIGURES / "plane.png", landscape)
+        tracking.log_artifact(FIGURES / "plane.png", "figures")
+    for r in results:
+        log.info("%-8s min acc %.4f  mean %.4f  barrier %.4f  length %.2f  evals %d",
+                 r.name, r.metrics["min_acc"], r.metrics["mean_acc"], r.metrics["barrier"],
+                 r.metrics["length"], r.metrics["grad_evals"])
+
+
+if __name__ == "__main__":
+    main(connect_stage)

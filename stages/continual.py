@@ -1,0 +1,78 @@
+"""Stage ``continual``: the geodesic and the baselines over a task sequence, in each scenario.
+
+    python -m stages.continual
+
+Reads ``data/prepared`` and the sections ``model`` and ``continual`` of ``params.yaml``; writes
+``metrics/continual.json`` (both scenarios), ``plots/continual_matrix.csv`` and
+``plots/continual/matrix_<scenario>.png``, and the paths under ``paths/continual/<hash>``
+(named by the parameters, so a rerun with the same ones resumes). MLflow: one run for the stage,
+one nested run per scenario and method with per-step metrics and the checkpoints as artifacts.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from geodesic import tracking
+from geodesic.continual_report import heat_maps, matrix_rows, method_entry, write_csv
+from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
+from geodesic.device import resolve_device
+from geodesic.io import write_json
+from geodesic.models import build_model
+from geodesic.params import Params
+from geodesic.settings import ParamsError
+from geodesic.traverse import ProgressLog
+from stages.common import METRICS, PATHS, PLOTS, load_data, main, params_dict
+
+log = logging.getLogger("stages.continual")
+
+
+def continual_stage(params: Params) -> None:
+    c = params.continual
+    device = resolve_device(c.device)
+    if c.cpu_threads:
+        torch.set_num_threads(c.cpu_threads)
+    data = load_data(params)
+    try:
+        tasks = BENCHMARKS.get(c.benchmark)(data, c.n_tasks, c.seed)
+    except ValueError as exc:
+        raise ParamsError("continual.n_tasks", c.n_tasks, str(exc)) from exc
+    depends = params_dict(params, "data", "model", "continual")
+    folder = PATHS / "continual" / tracking.params_hash(depends)
+    doc = {"benchmark": c.benchmark, "n_tasks": c.n_tasks, "scenarios": {}}
+    with tracking.stage_run("continual", depends):
+        for scenario in c.scenarios:
+            methods = doc["scenarios"].setdefault(scenario, {"methods": {}})["methods"]
+            for name in ["geodesic", *c.baselines]:
+                with tracking.method_run(f"{scenario}/{name}", {"scenario": scenario,
+                                                                "method": name}):
+                    torch.manual_seed(c.seed)
+                    model = build_model(params.model.name, data.in_shape, data.num_classes,
+                                        params.model.widths).to(device)
+                    callbacks = [tracking.MLflowCallback(),
+                                 ProgressLog(f"{scenario}/{name}", c.n_tasks * c.budget)]
+                    result = run_sequence(METHODS.get(name)(c), model, tasks, scenario,
+                                          data.num_classes, per_class=c.memory_per_class,
+                                          seed=c.seed, eval_every=c.eval_every,
+                                          callbacks=callbacks,
+                                          directory=folder / scenario / name,
+                                          name=f"{scenario}/{name}")
+                    methods[name] = method_entry(result)
+                    tracking.log_metrics({k: v for k, v in methods[name].items()
+                                          if k in ("acc", "bwt", "forgetting", "val_acc",
+                                                   "grad_evals", "seconds",
+                                                   "cpu_seconds")})
+                log.info("%s %s: ACC %.4f BWT %+.4f forgetting %.4f, %d evaluations, %.1fs",
+                         scenario, name, methods[name]["acc"], methods[name]["bwt"],
+                         methods[name]["forgetting"], methods[name]["grad_evals"],
+                         methods[name]["seconds"])
+        write_json(METRICS / "continual.json", doc)
+        write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")
+        for file in [METRICS / "continual.json", PLOTS / "continual_matrix.csv",
+                     *heat_maps(doc, PLOTS / "continual")]:
+            tracking.log_artifact(file, "results")
+
+
+if __name__ == "__main__":
+    main(continual_stage)

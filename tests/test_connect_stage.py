@@ -1,0 +1,102 @@
+"""The connect stage end to end: prepare, train and connect from params alone, on digits and
+on CIFAR-10 with VGG16 (test-written files in torchvision's layout)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets
+import yaml
+from mlflow.tracking import MlflowClient
+
+from geodesic.params import load_params
+from tests.test_data import _accept_test_files, _write_cifar
+
+METHODS = {"geodesic", "linear", "bezier"}
+KEYS = {"min_acc", "mean_acc", "barrier", "length", "functional_length", "end_distance",
+        "grad_evals", "seconds"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small networks gain nothing from a second thread, and on a shared machine two threads
+    per process wait on each other; the numbers do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_pipeline(tmp_path, monkeypatch, params: dict):
+    from stages.connect import connect_stage
+    from stages.prepare import prepare
+    from stages.train import train_stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    loaded = load_params("params.yaml")
+    for stage in (prepare, train_stage, connect_stage):
+        stage(loaded)
+    return json.loads((tmp_path / "metrics" / "connect.json").read_text())
+
+
+def check_outputs(tmp_path, metrics):
+    assert set(metrics["endpoints"]) >= {"w1_test_acc", "w2_test_acc"}
+    assert set(metrics["methods"]) == METHODS
+    for values in metrics["methods"].values():
+        assert KEYS <= set(values)
+    assert metrics["methods"]["linear"]["grad_evals"] == 0
+    with open(tmp_path / "plots" / "connect.csv") as fh:
+        table = list(csv.DictReader(fh))
+    for method in METHODS:
+        positions = [float(r["position"]) for r in table if r["method"] == method]
+        assert positions[0] == 0.0 and positions[-1] == pytest.approx(1.0)
+        assert positions == sorted(positions)
+    for name in ("paths.png", "plane.png"):
+        assert (tmp_path / "plots" / "connect" / name).read_bytes()[:4] == b"\x89PNG"
+    client = MlflowClient()
+    parent = client.search_runs([client.get_experiment_by_name("connect").experiment_id],
+                                "tags.stage = 'connect'")[0]
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    children = client.search_runs(experiments,
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {r.data.tags["method"] for r in children} == METHODS
+    geodesic = next(r for r in children if r.data.tags["method"] == "geodesic")
+    history = client.get_metric_history(geodesic.info.run_id, "step_norm")
+    assert len(history) == metrics["methods"]["geodesic"]["steps"]
+    artifacts = {a.path for a in client.list_artifacts(geodesic.info.run_id, "checkpoints")}
+    assert artifacts
+
+
+def test_the_stage_on_digits_writes_every_output(tmp_path, monkeypatch):
+    params = {
+        "data": {"name": "digits"},
+        "model": {"name": "mlp", "widths": [16]},
+        "train": {"seeds": [0, 1], "epochs": 3},
+        "connect": {"eta": 1.0, "max_steps": 8, "cg_iters": 3, "eval_every": 2,
+                    "checkpoint_every": 4, "function_pull": 3.0, "bezier_steps": 10,
+                    "points": 5, "plane_grid": 3},
+    }
+    metrics = run_pipeline(tmp_path, monkeypatch, params)
+    check_outputs(tmp_path, metrics)
+
+
+@pytest.mark.slow
+def test_the_stage_runs_cifar10_with_vgg16_by_params_alone(tmp_path, monkeypatch):
+    folder = tmp_path / "raw" / "cifar-10-batches-py"
+    _write_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                 "batches.meta", "labels", 10, np.random.default_rng(0))
+    _accept_test_files(monkeypatch, torchvision.datasets.CIFAR10, folder)
+    params = {
+        "data": {"name": "cifar10", "root": str(tmp_path / "raw"), "val_fraction": 0.2},
+        "model": {"name": "vgg16"},
+        "train": {"seeds": [0, 1], "epochs": 1, "batch_size": 32, "lr": 0.01},
+        "connect": {"eta": 0.5, "max_steps": 2, "cg_iters": 2, "metric_batch": 8,
+                    "eval_every": 1, "bezier_steps": 2, "bezier_batch": 8, "points": 3,
+                    "bn_inputs": 16, "plane_grid": 2},
+    }
+    metrics = run_pipeline(tmp_path, monkeypatch, params)
+    check_outputs(tmp_path, metrics)
+    assert metrics["methods"]["bezier"]["grad_evals"] == 2

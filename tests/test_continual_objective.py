@@ -1,0 +1,149 @@
+"""The continual objective and its memory metric: masking, first-order preservation, budget,
+resume."""
+import dataclasses
+
+import pytest
+import torch
+
+from geodesic.baselines.continual import BaselineConfig, Template
+from geodesic.continual_protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
+                                         output_mask, task_memory)
+from geodesic.data import Split, load_dataset
+from geodesic.models import build_model
+from geodesic.objectives.base import Anchor, Combined
+from geodesic.objectives.continual import LearnTask, MemoryMetric
+from geodesic.path import load_latest_checkpoint
+from geodesic.solvers import ConjugateGradient
+from geodesic.tasks import class_split
+from geodesic.traverse import traverse
+from tests.test_traverse import Kill
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: small models run fastest so, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return class_split(load_dataset("digits"), 5)
+
+
+def first_task_network(tasks, scenario="task-il", width=32):
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, (width,))
+    masks = [output_mask(scenario, t, 10) for t in tasks]
+    Template([], BaselineConfig(lr=0.05), 64, budget=60, stop_every=10, patience=0).learn(
+        model, 0, tasks, masks, empty_memory(tasks[0].train, 10), seed=0)
+    return model, masks
+
+
+def objective(metric, tasks, masks, budget=10**6, patience=0, t=1):
+    return LearnTask(metric, TaskBatches(tasks[t].train, 64, seed=t), masks[t], tasks[t].val,
+                     EarlyStop(every=12, patience=patience), budget)
+
+
+def test_task_il_metric_ignores_the_other_tasks_outputs(tasks):
+    model, masks = first_task_network(tasks)
+    memory = task_memory(tasks[0], masks[0], 5, seed=0)
+    metric = MemoryMetric(model, memory)
+    w = metric.space.get(model)
+    theta = torch.zeros_like(w)
+    head = metric.space.unflatten(theta)
+    head["3.weight"][2:].normal_()  # the output rows of classes 2..9 only
+    head["3.bias"][2:].normal_()
+    assert metric.at(w).mvp(theta).abs().max() == 0
+    class_il = MemoryMetric(model, task_memory(tasks[0], torch.ones(10, dtype=torch.bool), 5, 0))
+    assert class_il.at(w).mvp(theta).abs().max() > 1e-3
+
+
+def test_memory_metric_scores_each_input_on_its_own_task(tasks):
+    model, masks = first_task_network(tasks)
+    memory = task_memory(tasks[0], masks[0], 3, seed=0)
+    metric = MemoryMetric(model, memory)
+    z = metric.function(metric.space.get(model), torch.arange(len(memory)))
+    assert torch.equal(z, masked_logits(model(memory.x), masks[0]))
+
+
+def test_a_small_task_il_step_keeps_the_earlier_outputs_to_first_order(tasks, float64):
+    """The natural-gradient step (g + lambda I)^-1 v, rescaled to eta, lies in the null space
+    of the memory's Jacobian up to lambda: the output change is second order in eta, where the
+    plain gradient step of the same length changes the outputs to first order."""
+    tasks = [dataclasses.replace(t, **{part: Split(getattr(t, part).x.double(),
+                                                   getattr(t, part).y)
+                                       for part in ("train", "val", "test")}) for t in tasks]
+    memory = task_memory(tasks[0], output_mask("task-il", tasks[0], 10), 5, seed=0)
+    solver = ConjugateGradient(iters=30, damping=1e-6, trust_region=False)
+
+    def relative_changes(eta):
+        model, masks = first_task_network(tasks)
+        metric = MemoryMetric(model, memory)
+        w0 = metric.space.get(model)
+        kept = lambda w: metric.function(w, torch.arange(len(memory)))[:, masks[0]]
+        z0 = kept(w0)
+        path = traverse(model, objective(metric, tasks, masks), metric, solver, eta=eta,
+                        max_steps=1)
+        assert float((path.weights - w0).norm()) == pytest.approx(eta, rel=1e-6)
+        v = objective(metric, tasks, masks).direction(w0, None)
+        plain = w0 + eta * v / v.norm()
+        return [float((kept(w) - z0).norm() / z0.norm()) for w in (path.weights, plain)]
+
+    geodesic, plain = relative_changes(1e-3)
+    assert geodesic <= 1e-3 and geodesic <= 1e-3 * plain
+    geodesic_2, plain_2 = relative_changes(2e-3)
+    assert geodesic_2 / geodesic == pytest.approx(4.0, rel=0.05)  # second order in eta
+    assert plain_2 / plain == pytest.approx(2.0, rel=0.05)  # first order in eta
+
+
+def test_an_empty_budget_returns_the_starting_network(tasks):
+    model, masks = first_task_network(tasks)
+    metric = MemoryMetric(model, task_memory(tasks[0], masks[0], 5, seed=0))
+    w0 = metric.space.get(model)
+    path = traverse(model, objective(metric, tasks, masks, budget=0), metric,
+                    ConjugateGradient(iters=5), eta=0.1, max_steps=100)
+    assert path.steps == 0
+    assert torch.equal(metric.space.get(model), w0) and torch.equal(path.weights, w0)
+
+
+def test_the_budget_counts_every_evaluation_and_is_not_exceeded(tasks):
+    model, masks = first_task_network(tasks)
+    metric = MemoryMetric(model, task_memory(tasks[0], masks[0], 5, seed=0))
+    combined = Combined([(1.0, objective(metric, tasks, masks, budget=100)), (0.1, Anchor())])
+    path = traverse(model, combined, metric, ConjugateGradient(iters=5), eta=0.1,
+                    max_steps=100)
+    # one linearisation + 5 products + 1 gradient + 1 anchor pullback per step
+    assert [r["evals"] for r in path.records] == [8 * k for k in range(1, 13)]
+    assert path.records[-1]["evals"] <= 100
+
+
+def test_early_stopping_ends_the_path_when_validation_loss_stalls(tasks):
+    model, masks = first_task_network(tasks)
+    metric = MemoryMetric(model, task_memory(tasks[0], masks[0], 5, seed=0))
+    learn = objective(metric, tasks, masks, patience=2)
+    path = traverse(model, learn, metric, ConjugateGradient(iters=4), eta=2.0, max_steps=400)
+    losses = [r["val_loss"] for r in path.records if "val_loss" in r]
+    assert path.steps < 400 and learn.stopped
+    assert min(losses[-2:]) >= min(losses[:-2])
+
+
+def test_a_killed_traversal_resumes_like_an_uninterrupted_one(tasks, tmp_path):
+    def run(directory, callbacks=()):
+        model, masks = first_task_network(tasks)
+        metric = MemoryMetric(model, task_memory(tasks[0], masks[0], 5, seed=0), batch_size=6)
+        learn = objective(metric, tasks, masks, budget=120, patience=3)
+        return traverse(model, learn, metric, ConjugateGradient(iters=3), eta=0.2,
+                        max_steps=1000, checkpoint_every=4, directory=directory,
+                        callbacks=callbacks)
+
+    full = run(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", [Kill(8)])
+    assert load_latest_checkpoint(tmp_path / "cut").step == 8
+    resumed = run(tmp_path / "cut")
+    assert torch.equal(resumed.weights, full.weights)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert strip(resumed.records) == strip(full.records)
