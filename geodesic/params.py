@@ -85,19 +85,21 @@ class SparsifySettings(GeodesicSettings):
     """Application (i): from the dense base network to sparse ones along a geodesic."""
 
     seed: int = setting(0, "which base network (a seed of train.seeds)", low=0)
+    eta: float = setting(0.2, "Euclidean length of each step", low=0.0, low_open=True)
+    cg_iters: int = setting(5, "Lanczos / conjugate-gradient iterations per step (cg)", low=1)
     levels: list[float] = setting([0.5, 0.8, 0.9, 0.95, 0.98], "sparsity schedule (increasing)",
                                   low=0.0, high=1.0, high_open=True)
-    steps_per_level: int = setting(150, "step cap of one level; its mask is applied at the cap",
+    steps_per_level: int = setting(50, "step cap of one level; its mask is applied at the cap",
                                    low=1)
-    level_tol: float = setting(0.1, "a level's approach ends once ||P_p(w) - w|| <= level_tol",
+    level_tol: float = setting(0.2, "a level's approach ends once ||P_p(w) - w|| <= level_tol",
                                low=0.0)
-    settle_steps: int = setting(0, "steps at each level after its mask (anchor and task "
+    settle_steps: int = setting(10, "steps at each level after its mask (anchor and task "
                                 "directions only, in the sparse subspace)", low=0)
     max_steps: int = setting(0, "step budget of the whole traversal (0: levels x "
                              "(steps_per_level + settle_steps))", low=0)
-    anchor: float = setting(0.1, "alpha of the anchored form v = P_p(w) - w - alpha grad D(w); "
+    anchor: float = setting(2.0, "alpha of the anchored form v = P_p(w) - w - alpha grad D(w); "
                             "0: the paper's plain form", low=0.0)
-    task_beta: float = setting(1.0, "weight of the labelled task direction -grad L in "
+    task_beta: float = setting(0.3, "weight of the labelled task direction -grad L in "
                                "geodesic_task", low=0.0)
     ranking: str = setting("global", "magnitude ranking", choices=("global", "layerwise"))
     include: list[str] = setting(["weights"], "what may be pruned",
@@ -106,12 +108,14 @@ class SparsifySettings(GeodesicSettings):
                                  "'classifier'")
     methods: list[str] = setting(list(SPARSIFY_METHODS), "methods to run",
                                  choices=SPARSIFY_METHODS)
-    finetune_lr: float = setting(0.01, "learning rate of magnitude_finetune", low=0.0,
+    finetune_lr: float = setting(0.03, "learning rate of magnitude_finetune", low=0.0,
                                  low_open=True)
-    distill_lr: float = setting(0.01, "learning rate of distill_finetune", low=0.0,
+    finetune_batch: int = setting(256, "minibatch size of magnitude_finetune", low=1)
+    distill_lr: float = setting(0.003, "learning rate of distill_finetune", low=0.0,
                                 low_open=True)
-    imp_lr: float = setting(0.05, "learning rate of imp's retraining", low=0.0, low_open=True)
-    baseline_batch: int = setting(64, "minibatch size of the baselines' SGD", low=1)
+    distill_batch: int = setting(256, "minibatch size of distill_finetune", low=1)
+    imp_lr: float = setting(0.03, "learning rate of imp's retraining", low=0.0, low_open=True)
+    imp_batch: int = setting(64, "minibatch size of imp's retraining", low=1)
     imp_fraction: float = setting(0.2, "fraction of the remaining weights imp prunes per round",
                                   low=0.0, high=1.0, high_open=True)
     imp_rewind_epochs: int = setting(1, "imp rewinds to the base network after this many "

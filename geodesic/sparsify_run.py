@@ -152,15 +152,15 @@ def _magnitude(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResul
     return pruning.magnitude(ctx.dense, ctx.projection, ctx.settings.levels)
 
 
-def _sgd(ctx: SparsifyContext, lr: float) -> pruning.MaskedSGD:
-    return pruning.MaskedSGD(lr, ctx.settings.baseline_batch, seed=ctx.settings.seed)
+def _sgd(ctx: SparsifyContext, lr: float, batch: int) -> pruning.MaskedSGD:
+    return pruning.MaskedSGD(lr, batch, seed=ctx.settings.seed)
 
 
 @SPARSIFY_METHODS.register("magnitude_finetune")
 def _magnitude_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
     s, train = ctx.settings, ctx.split("train")
     return pruning.prune_and_train(ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels,
-                                   ctx.budgets, s.metric_batch, _sgd(ctx, s.finetune_lr),
+                                   ctx.budgets, s.metric_batch, _sgd(ctx, s.finetune_lr, s.finetune_batch),
                                    pruning.label_loss(train.x, train.y), len(train))
 
 
@@ -169,7 +169,7 @@ def _distill_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> Lev
     s, train = ctx.settings, ctx.split("train")
     ctx.space.set(ctx.model, ctx.dense)
     return pruning.prune_and_train(ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels,
-                                   ctx.budgets, s.metric_batch, _sgd(ctx, s.distill_lr),
+                                   ctx.budgets, s.metric_batch, _sgd(ctx, s.distill_lr, s.distill_batch),
                                    pruning.distill_loss(train.x, ctx.model), len(train))
 
 
@@ -182,7 +182,7 @@ def _imp(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
                                      s.imp_rewind_epochs, ctx.device)
     return pruning.iterative_magnitude_pruning(
         ctx.model, ctx.space, ctx.projection, ctx.dense, w_rewind, s.levels, ctx.budgets,
-        s.metric_batch, _sgd(ctx, s.imp_lr), pruning.label_loss(train.x, train.y), len(train),
+        s.metric_batch, _sgd(ctx, s.imp_lr, s.imp_batch), pruning.label_loss(train.x, train.y), len(train),
         s.imp_fraction)
 
 

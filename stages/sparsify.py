@@ -3,17 +3,20 @@ at every level of ``sparsify.levels``, by each method of ``sparsify.methods`` (t
 geodesic first: its compute per level is the budget of the equal-compute baselines).
 
 Outputs: ``metrics/sparsify.json`` ({"dense": ..., "methods": {method: {level: {test_acc,
-val_acc, sparsity, grad_evals, seconds}}}}), ``plots/sparsify.csv`` and ``plots/sparsify.png``
-(test accuracy against sparsity per method), ``outputs/sparsify/<method>.safetensors`` (each
-method's network at the last level), ``paths/sparsify/<method>/`` (the traversals: records,
-milestones, final weights). The traversals checkpoint under ``checkpoints/sparsify/<hash of the
-settings>/<method>``, outside DVC's outputs: a killed stage resumes where it stopped, changed
-settings start afresh. MLflow: one run for the stage, one nested run per method with every step record, every
-checkpoint and the per-level table.
+val_acc, val_loss, sparsity, grad_evals, seconds}}}}; grad_evals and seconds cumulative up to
+the level), ``plots/sparsify.csv`` and ``plots/sparsify.png`` (test accuracy against sparsity
+per method), ``outputs/sparsify/<method>.safetensors`` (each method's network at the last
+level), ``paths/sparsify/<method>/`` (the traversals: records, milestones, final weights).
+
+The traversals checkpoint under ``checkpoints/sparsify/<hash of the settings>/<hash of the base
+network>/<method>``, outside DVC's outputs: a killed stage resumes where it stopped; changed
+settings or a retrained base network start afresh. MLflow: one run for the stage, one nested
+run per method with every step record, every checkpoint and the per-level table.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import shutil
@@ -31,7 +34,7 @@ from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
 from geodesic.train import TrainConfig
 from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
-                           main, params_dict)
+                           main, model_file, params_dict)
 
 log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
@@ -81,7 +84,8 @@ def sparsify_stage(params: Params) -> None:
     dense_test = accuracy(model, ctx.split("test"))[0]
     dense_val = accuracy(model, ctx.split("val"))[0]
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
-    resume = checkpoint_dir("sparsify", params, *SECTIONS)
+    base = hashlib.sha256(model_file(s.seed).read_bytes()).hexdigest()[:16]
+    resume = checkpoint_dir("sparsify", params, *SECTIONS) / base  # a retrained base: afresh
     levels = [repr(float(p)) for p in s.levels]
     with tracking.stage_run("sparsify", params_dict(params, *SECTIONS)):
         tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})

@@ -15,9 +15,9 @@ from stages.sparsify import sparsify_stage
 from stages.train import train_stage
 from tests.test_data import _accept_test_files, _images, _write_cifar, _write_idx
 
-TINY = {"levels": [0.5, 0.9], "steps_per_level": 3, "metric_batch": 8, "cg_iters": 2,
-        "eta": 0.05, "eval_every": 1, "checkpoint_every": 2, "baseline_batch": 8,
-        "imp_rewind_epochs": 1}
+TINY = {"levels": [0.5, 0.9], "steps_per_level": 3, "settle_steps": 1, "metric_batch": 8,
+        "cg_iters": 2, "eta": 0.05, "eval_every": 1, "checkpoint_every": 2, "finetune_batch": 8,
+        "distill_batch": 8, "imp_batch": 8, "imp_rewind_epochs": 1}
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def check_outputs(params, metrics, count):
     assert open("plots/sparsify.png", "rb").read(4) == b"\x89PNG"
     state, meta = load_tensors("outputs/sparsify/geodesic.safetensors")
     assert meta["level"] == "0.9"
-    assert (s.steps_per_level * len(s.levels)) >= json.load(
+    assert (s.steps_per_level + s.settle_steps) * len(s.levels) >= json.load(
         open("paths/sparsify/geodesic/records.json"))[-1]["step"]
 
 
@@ -112,7 +112,8 @@ def test_cifar10_vgg11_by_params_alone(project, monkeypatch):
     _accept_test_files(monkeypatch, torchvision.datasets.CIFAR10, folder)
     params, metrics = run_pipeline(
         {"name": "cifar10", "train_limit": 24, "test_limit": 8}, {"name": "vgg11"},
-        {"steps_per_level": 1, "metric_batch": 4, "cg_iters": 1, "baseline_batch": 4})
+        {"steps_per_level": 1, "metric_batch": 4, "cg_iters": 1, "finetune_batch": 4,
+         "distill_batch": 4, "imp_batch": 4})
     convs = 3 * 3 * (3 * 64 + 64 * 128 + 128 * 256 + 256 * 256 + 256 * 512 + 3 * 512 * 512)
     check_outputs(params, metrics, convs + 512 * 10)
     check_mlflow(project)
