@@ -85,9 +85,10 @@ class Services:
         for proc in reversed(self.started):
             proc.terminate()
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
