@@ -154,6 +154,7 @@ class ContinualSettings(GeodesicSettings):
     Every method (the geodesic and each baseline) learns each task with the same budget of
     evaluations, minibatch order, stop rule and memory. ``max_steps`` caps each task's traversal."""
 
+    eta: float = setting(1.0, "Euclidean length of each geodesic step", low=0.0, low_open=True)
     seed: int = setting(0, "seed of the initial network, the minibatch orders, the memory and "
                         "the permutations", low=0)
     benchmark: str = setting("split", "tasks: class split (split-MNIST style) or pixel-permuted",
@@ -187,7 +188,7 @@ class ContinualSettings(GeodesicSettings):
     si_xi: float = setting(0.1, "SI damping xi", low=0.0, low_open=True)
     lwf_alpha: float = setting(1.0, "LwF distillation weight", low=0.0)
     lwf_temperature: float = setting(2.0, "LwF distillation temperature", low=0.0, low_open=True)
-    replay_batch: int = setting(64, "replay: memory examples per step", low=1)
+    replay_batch: int = setting(32, "replay: memory examples per step", low=1)
     eval_every: int = setting(100, "validation accuracy of the tasks so far every k "
                               "evaluations (the axis all methods share)", low=1)
     cpu_threads: int = setting(1, "torch CPU threads (0: torch's default); one is fastest for "

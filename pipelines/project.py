@@ -116,6 +116,15 @@ class Project:
                                                        key=lambda s: position.get(names[s], 0))
             return [names[s] for s in order if s in wanted]
 
+    def pull_flag(self) -> list[str]:
+        """``["--pull"]`` when the project has a default DVC remote: outputs that ``dvc.lock``
+        already records are then fetched from it instead of recomputed (a worker's fresh
+        clone, another machine's results)."""
+        from dvc.repo import Repo
+
+        with Repo(str(self.root)) as repo:
+            return ["--pull"] if repo.config["core"].get("remote") else []
+
     def _address(self, stage) -> str:
         """``name`` for the stages of the root dvc.yaml, ``dir/dvc.yaml:name`` for others."""
         file = Path(stage.path).resolve()
@@ -126,8 +135,10 @@ class Project:
     def repro_stage(self, stage: str, force: bool = False, env: dict[str, str] | None = None,
                     log: Callable[[str], None] | None = None) -> bool:
         """``dvc repro --single-item <stage>``: runs the stage when its dependencies, parameters
-        or outputs changed. Returns whether it ran."""
-        args = ["repro", "--single-item", stage] + (["--force"] if force else [])
+        or outputs changed (with a default remote, missing outputs are pulled first). Returns
+        whether it ran."""
+        args = ["repro", "--single-item", stage, *self.pull_flag()] + (["--force"] if force
+                                                                         else [])
         lines = self.dvc(*args, env=env, log=log, what=f"stage {stage!r}")
         return any(line.startswith(f"Running stage '{stage}'") for line in lines)
 
@@ -147,7 +158,8 @@ class Project:
         copy of the workspace, so points never share outputs; recorded as DVC experiment
         ``name`` (``dvc exp show``). Stages whose inputs match an earlier run come from DVC's
         run cache unless ``force``."""
-        args = ["exp", "run", "--temp", "-n", name] + (["--force"] if force else [])
+        args = ["exp", "run", "--temp", "-n", name, *self.pull_flag()] + (["--force"] if force
+                                                                           else [])
         for key, value in overrides.items():
             args += ["-S", f"{key}={format_value(value)}"]
         self.dvc(*args, env=env, log=log, what=f"experiment {name!r}")

@@ -22,10 +22,14 @@ def metric_columns(rows: list[dict], chosen: list[str] | None = None) -> list[st
     return varying or keys
 
 
-def _cell(value) -> str:
+def _cell(value) -> str:  # metrics: four significant digits
     if value is None:
         return ""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _plain(value) -> str:
+    return "" if value is None else str(value)
 
 
 def table(rows: list[dict], columns: list[str]) -> tuple[list[str], list[list]]:
@@ -40,8 +44,9 @@ def markdown(rows: list[dict], title: str, metrics: list[str] | None = None) -> 
     columns = metric_columns(rows, metrics)
     header, body = table(rows, columns[:MAX_MARKDOWN_METRICS])
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v).replace("|", "/") for v in line) + " |"
-              for line in body]
+    first_metric = header.index("error") - len(columns[:MAX_MARKDOWN_METRICS])
+    lines += ["| " + " | ".join((_cell(v) if i >= first_metric else _plain(v)).replace("|", "/")
+                                for i, v in enumerate(line)) + " |" for line in body]
     if len(columns) > MAX_MARKDOWN_METRICS:
         lines += ["", f"{len(columns) - MAX_MARKDOWN_METRICS} more metric columns in "
                   "comparison.csv."]
@@ -65,7 +70,9 @@ def figure(rows: list[dict], metric: str | None = None):
 
     columns = metric_columns(rows)
     metric = metric or (columns[0] if columns else None)
-    labels = [", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or str(row["point"])
+    keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
+    varying = [k for k in keys if len({str(row["overrides"].get(k)) for row in rows}) > 1]
+    labels = [", ".join(f"{k}={row['overrides'].get(k)}" for k in varying) or str(row["point"])
               for row in rows]
     values = [row["metrics"].get(metric, float("nan")) if metric else float("nan")
               for row in rows]

@@ -28,6 +28,31 @@ from stages.common import METRICS, PATHS, PLOTS, load_data, main, params_dict
 log = logging.getLogger("stages.continual")
 
 
+def run_method(params: Params, data, tasks, scenario: str, name: str, folder, device) -> dict:
+    """One nested MLflow run: ``name`` over the task sequence in ``scenario``; its entry."""
+    c = params.continual
+    with tracking.method_run(f"{scenario}/{name}", {"scenario": scenario, "method": name}):
+        torch.manual_seed(c.seed)
+        model = build_model(params.model.name, data.in_shape, data.num_classes,
+                            params.model.widths).to(device)
+        callbacks = [tracking.MLflowCallback(),
+                     ProgressLog(f"{scenario}/{name}", c.n_tasks * c.budget)]
+        result = run_sequence(METHODS.get(name)(c), model, tasks, scenario, data.num_classes,
+                              per_class=c.memory_per_class, seed=c.seed,
+                              eval_every=c.eval_every, callbacks=callbacks,
+                              directory=folder / scenario / name, name=f"{scenario}/{name}")
+        entry = method_entry(result)
+        tracking.log_metrics({"acc": entry["acc"], "bwt": entry["bwt"],
+                              "forgetting": entry["forgetting"], "val_acc": entry["val_acc"],
+                              "grad_evals": entry["grad_evals"],
+                              "wall_seconds": entry["seconds"],
+                              "cpu_seconds": entry["cpu_seconds"]})
+    log.info("%s %s: ACC %.4f BWT %+.4f forgetting %.4f, %d evaluations, %.1fs", scenario, name,
+             entry["acc"], entry["bwt"], entry["forgetting"], entry["grad_evals"],
+             entry["seconds"])
+    return entry
+
+
 def continual_stage(params: Params) -> None:
     c = params.continual
     device = resolve_device(c.device)
@@ -43,30 +68,9 @@ def continual_stage(params: Params) -> None:
     doc = {"benchmark": c.benchmark, "n_tasks": c.n_tasks, "scenarios": {}}
     with tracking.stage_run("continual", depends):
         for scenario in c.scenarios:
-            methods = doc["scenarios"].setdefault(scenario, {"methods": {}})["methods"]
-            for name in ["geodesic", *c.baselines]:
-                with tracking.method_run(f"{scenario}/{name}", {"scenario": scenario,
-                                                                "method": name}):
-                    torch.manual_seed(c.seed)
-                    model = build_model(params.model.name, data.in_shape, data.num_classes,
-                                        params.model.widths).to(device)
-                    callbacks = [tracking.MLflowCallback(),
-                                 ProgressLog(f"{scenario}/{name}", c.n_tasks * c.budget)]
-                    result = run_sequence(METHODS.get(name)(c), model, tasks, scenario,
-                                          data.num_classes, per_class=c.memory_per_class,
-                                          seed=c.seed, eval_every=c.eval_every,
-                                          callbacks=callbacks,
-                                          directory=folder / scenario / name,
-                                          name=f"{scenario}/{name}")
-                    methods[name] = method_entry(result)
-                    tracking.log_metrics({k: v for k, v in methods[name].items()
-                                          if k in ("acc", "bwt", "forgetting", "val_acc",
-                                                   "grad_evals", "seconds",
-                                                   "cpu_seconds")})
-                log.info("%s %s: ACC %.4f BWT %+.4f forgetting %.4f, %d evaluations, %.1fs",
-                         scenario, name, methods[name]["acc"], methods[name]["bwt"],
-                         methods[name]["forgetting"], methods[name]["grad_evals"],
-                         methods[name]["seconds"])
+            doc["scenarios"][scenario] = {"methods": {
+                name: run_method(params, data, tasks, scenario, name, folder, device)
+                for name in ["geodesic", *c.baselines]}}
         write_json(METRICS / "continual.json", doc)
         write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")
         for file in [METRICS / "continual.json", PLOTS / "continual_matrix.csv",

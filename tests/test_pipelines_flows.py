@@ -67,13 +67,23 @@ def copy_project(dest: Path, tiny: dict = TINY) -> Path:
     return dest
 
 
-def dvc_project(root: Path, dvc_yaml: str, scripts: dict[str, str]) -> Path:
-    """A git-less DVC project with ``dvc.yaml`` and the stage scripts ``scripts``."""
+def dvc_project(root: Path, dvc_yaml: str, scripts: dict[str, str], scm: bool = False) -> Path:
+    """A DVC project with ``dvc.yaml``, the stage scripts ``scripts`` and this project's
+    ``params.yaml``; with ``scm`` a committed git repository (experiments need one)."""
     root.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    if scm:
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"] + ([] if scm else ["--no-scm"]),
+                   cwd=root, check=True)
     (root / "dvc.yaml").write_text(textwrap.dedent(dvc_yaml))
+    shutil.copy2(ROOT / "params.yaml", root / "params.yaml")
     for name, code in scripts.items():
         (root / name).write_text(ATTEMPT + textwrap.dedent(code))
+    if scm:
+        env = dict(os.environ, **GIT_IDENTITY)
+        subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+        subprocess.run(["git", "commit", "-q", "-m", "test project"], cwd=root, check=True,
+                       env=env)
     return root
 
 
@@ -266,3 +276,37 @@ def test_a_two_point_sweep_makes_two_experiments_and_two_tagged_run_trees(
         [artifact] = prefect.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["sweep-t2"])))
     assert artifact.type == "markdown" and all(n in artifact.data for n in names)
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_point_is_recorded_and_the_others_still_run(tmp_path, harness, isolated):
+    from pipelines.flows import sweep
+    from pipelines.project import SweepFailed
+    root = dvc_project(tmp_path / "p", """\
+        stages:
+          fit:
+            cmd: python fit.py
+            params: [train.lr]
+            metrics:
+              - score.json:
+                  cache: false
+        """, {"fit.py": """\
+            import yaml
+            lr = yaml.safe_load(open("params.yaml"))["train"]["lr"]
+            if lr > 1:
+                raise FloatingPointError(f"diverged at lr={lr}")
+            pathlib.Path("score.json").write_text(json.dumps({"score": 1 - lr}))
+            """}, scm=True)
+    with pytest.raises(SweepFailed, match=r"s3-p1: FloatingPointError: diverged at lr=2.0"):
+        sweep(overrides=["train.lr=[0.25,2.0]"], project=str(root), sweep_id="s3")
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    [parent] = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id],
+                                  "tags.flow = 'sweep'")
+    points = {r.info.run_name: r for r in children(client, parent.info.run_id)}
+    assert points["s3-p0"].info.status == "FINISHED"
+    assert points["s3-p0"].data.metrics == {"score.score": 0.75}
+    assert points["s3-p1"].info.status == "FAILED"
+    table = Path(client.download_artifacts(parent.info.run_id, "comparison.md",
+                                           str(tmp_path))).read_text()
+    assert "| 0 | s3-p0 | 0.25 | 0.75 |  |" in table
+    assert "| 1 | s3-p1 | 2.0 |  | FloatingPointError: diverged at lr=2.0 |" in table

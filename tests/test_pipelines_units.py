@@ -1,5 +1,6 @@
 """Pieces of the flows that need no Prefect server: sweep points, stage order read from DVC,
 error messages of failed stages, the comparison table, the command line."""
+import os
 import shutil
 import subprocess
 import sys
@@ -68,9 +69,10 @@ def test_the_stage_message_is_found_below_dvc_chatter():
     assert not CommandFailed("stage 'bad'", 1, output).transient
 
 
-def _dvc_project(root: Path, dvc_yaml: str) -> Project:
+def _dvc_project(root: Path, dvc_yaml: str, scm: bool = False) -> Project:
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"] + ([] if scm else ["--no-scm"]),
+                   cwd=root, check=True)
     (root / "dvc.yaml").write_text(textwrap.dedent(dvc_yaml))
     return Project(root)
 
@@ -155,3 +157,27 @@ def test_plot_templates_render_in_dvc_plots(tmp_path):
     assert path["encoding"]["color"]["field"] == "method"
     assert {(r["method"], r["step"]) for r in path["data"]["values"]} == {
         ("geodesic", "0"), ("line", "0"), ("geodesic", "10"), ("line", "10")}
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_pulls_recorded_outputs_from_the_dvc_remote_instead_of_rerunning(tmp_path):
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=origin, check=True)
+    project = _dvc_project(origin, """\
+        stages:
+          make:
+            cmd: python -c "import random; open('out.txt', 'w').write(str(random.random()))"
+            outs: [out.txt]
+        """, scm=True)
+    project.dvc("remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    assert project.repro_stage("make")
+    project.dvc("push")
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "x"],
+                ["git", "clone", "-q", str(origin), str(tmp_path / "clone")]):
+        subprocess.run(cmd, cwd=origin, check=True, env=env)
+    clone = Project(tmp_path / "clone")
+    assert not clone.repro_stage("make")  # pulled, not recomputed
+    assert (clone.root / "out.txt").read_text() == (origin / "out.txt").read_text()
