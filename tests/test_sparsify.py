@@ -109,7 +109,7 @@ def test_the_geodesic_is_functionally_shorter_than_the_straight_line(float64):
     path = traverse(model, objective, metric, ConjugateGradient(iters=30), eta=1e-3,
                     beta=1e-4, max_steps=40)
     geodesic = path.functional_length / path.euclidean_length
-    assert geodesic < 0.5 * line, (geodesic, line)
+    assert geodesic < 0.1 * line, (geodesic, line)  # measured: 0.016 against 0.33
 
 
 class Kill(Callback):
