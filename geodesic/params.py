@@ -120,7 +120,7 @@ class SparsifySettings(GeodesicSettings):
                                   low=0.0, high=1.0, high_open=True)
     imp_rewind_epochs: int = setting(1, "imp rewinds to the base network after this many "
                                      "epochs of its training", low=0)
-    threads: int = setting(0, "CPU threads of torch (0: torch's default); small models run "
+    cpu_threads: int = setting(0, "CPU threads of torch (0: torch's default); small models run "
                            "fastest on 1", low=0)
 
     def validate(self, prefix: str) -> None:

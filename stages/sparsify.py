@@ -67,8 +67,8 @@ def write_plots(table: dict, levels: list[str]) -> None:
 
 def sparsify_stage(params: Params) -> None:
     s, t = params.sparsify, params.train
-    if s.threads:
-        torch.set_num_threads(s.threads)
+    if s.cpu_threads:
+        torch.set_num_threads(s.cpu_threads)
     device = resolve_device(s.device)
     data = load_data(params)
     model = load_base_model(params, s.seed, device)
