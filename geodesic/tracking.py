@@ -33,6 +33,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from geodesic.errors import TrackingUnavailable
 from geodesic.settings import flatten
 
 DEFAULT_DB = "mlflow.db"
@@ -99,9 +100,27 @@ def _log_params(params: dict) -> None:
         mlflow.log_params(dict(list(flat.items())[start:start + 90]))
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any compute, when a tracking *server* (http/https URI) does not answer
+    its ``/health`` endpoint; MLflow's own client would retry for minutes, mid-stage."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except OSError as exc:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} does not answer ({exc}); start it, or unset "
+            f"MLFLOW_TRACKING_URI to record in the local store "
+            f"sqlite:///{project_root() / DEFAULT_DB}") from None
+
+
 @contextmanager
 def stage_run(stage: str, params: dict, experiment: str | None = None):
-    """One MLflow run for one stage execution; yields the active run."""
+    """One MLflow run for one stage execution; yields the active run. Raises
+    :class:`TrackingUnavailable` at once when the tracking server is down."""
+    check_reachable(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     exp = experiment_id(experiment or stage)
     mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from geodesic.errors import TrackingUnavailable
 from geodesic.params import Params, load_params
 from geodesic.settings import ParamsError
 
@@ -42,6 +43,9 @@ def main(stage: Callable[[Params], None]) -> None:
     except ParamsError as exc:  # also raised by checks that need the stage's inputs
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 def params_dict(params: Params, *sections: str) -> dict:
