@@ -264,6 +264,11 @@ class Params:
             raise ParamsError("model.name", self.model.name,
                               f"an mlp for {self.data.name} ({shape[-1]}x{shape[-1]} inputs); "
                               "the vgg models need 32x32 inputs (cifar10, cifar100)")
+        _, classes = DATASET_SHAPES[self.data.name]
+        if self.continual.benchmark == "split" and classes % self.continual.n_tasks:
+            raise ParamsError("continual.n_tasks", self.continual.n_tasks,
+                              f"a divisor of the {classes} classes of {self.data.name} "
+                              "(split tasks have equal class counts)")
         if self.sparsify.seed not in self.train.seeds:
             raise ParamsError("sparsify.seed", self.sparsify.seed,
                               f"one of train.seeds {self.train.seeds}")

@@ -58,6 +58,8 @@ BAD = [
     ("connect.seeds", [0, 5], "among train.seeds"),
     ("connect.seeds", [0], "two distinct seeds"),
     ("connect.qp_iters", -3, ">= 1"),
+    ("continual.n_tasks", 3, "a divisor of the 10 classes of digits"),
+    ("continual.n_tasks", 0, ">= 1"),
     ("connect.max_steps", -1, ">= 0"),
     ("sparsify", [1, 2], "a mapping with keys"),
     ("unknown_section", {}, "a known key of params"),
