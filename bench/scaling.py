@@ -16,6 +16,7 @@ fixed per-call overheads no longer dominate). Linear cost in both would give a =
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 import sys
@@ -40,7 +41,8 @@ def fit(xs: list[float], ys: list[float]) -> float:
 def point(name: str, widths, batch: int, solver: str, rounds: int) -> dict:
     model, x, y = make(name, batch, widths=widths)
     step, _ = stepper(name, solver, model, x)
-    r = ratios(alternate({"sgd": sgd_step(model, x, y), "step": step}, rounds))
+    sgd = sgd_step(copy.deepcopy(model), x, y)  # a copy: training must not move the traversal
+    r = ratios(alternate({"sgd": sgd, "step": step}, rounds))
     return {"params": sum(p.numel() for p in model.parameters()), "batch": batch,
             "widths": list(widths or []), "step_s": r["step"]["median_s"],
             "step_min_s": r["step"]["min_s"], "sgd_min_s": r["sgd"]["min_s"],
@@ -98,15 +100,16 @@ def main(argv=None) -> None:
     print()
     for label in ("all", "upper_half"):
         for kind, suffix in (("median", ""), ("fastest", "_best")):
+            fa, fb = a[label], b[label]
             print(f"fit over {label.replace('_', ' ')} ({kind} times): "
-                  f"step ~ P^{a[label]['step' + suffix]:.2f} (SGD P^{a[label]['sgd' + suffix]:.2f}),"
-                  f"  step ~ B^{b[label]['step' + suffix]:.2f} "
-                  f"(SGD B^{b[label]['sgd' + suffix]:.2f})")
+                  f"step ~ P^{fa['step' + suffix]:.2f} (SGD P^{fa['sgd' + suffix]:.2f}),  "
+                  f"step ~ B^{fb['step' + suffix]:.2f} (SGD B^{fb['sgd' + suffix]:.2f})")
     file = write(args.output, {"machine": machine(), "solver": args.solver,
-                             "settings": dataclasses.asdict(GeodesicSettings()),
-                             "by_params": by_width, "by_batch": by_batch,
-                             "exponent_params": a, "exponent_batch": b,
-                             "command": "python bench/scaling.py " + " ".join(argv or sys.argv[1:])})
+                               "settings": dataclasses.asdict(GeodesicSettings()),
+                               "by_params": by_width, "by_batch": by_batch,
+                               "exponent_params": a, "exponent_batch": b,
+                               "command": "python bench/scaling.py "
+                                          + " ".join(argv or sys.argv[1:])})
     print(f"\nwritten {file}")
 
 

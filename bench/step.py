@@ -25,6 +25,7 @@ metric alone (linearise at w and one metric-vector product, no loop or solver st
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -124,7 +125,8 @@ def memory(name: str, configs: list[str], batch: int, threads: int | None) -> di
 
 def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool) -> dict:
     model, x, y = make(name, batch)
-    fns = {"sgd": sgd_step(model, x, y)}
+    fns = {"sgd": sgd_step(copy.deepcopy(model), x, y)}  # a copy: its BatchNorm statistics
+    # and weights move with training, the traversal's must not (the metric caches f(x; w0))
     metrics = {}
     for solver_name in SOLVER_NAMES:
         step, metrics[solver_name] = stepper(name, solver_name, model, x)

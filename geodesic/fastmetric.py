@@ -3,7 +3,7 @@
 For a network that is a chain of layers a_l = f_l(a_{l-1}; w_l), a_0 = x, z = a_L, the Jacobian
 product J theta is the forward tangent recursion
 
-    da_0 = 0,    da_l = (df_l/da)(a_{l-1}) da_{l-1} + (df_l/dw_l)(a_{l-1}) theta_l,    J theta = da_L
+    da_0 = 0,   da_l = (df_l/da)(a_{l-1}) da_{l-1} + (df_l/dw_l)(a_{l-1}) theta_l,   J theta = da_L
 
 evaluated from the inputs a_{l-1} (and, for non-linearities, outputs a_l) saved by ONE forward
 pass at w. Unlike ``torch.func.jvp`` it does not recompute the primal pass: a linear or
@@ -29,7 +29,7 @@ one after another). Anything else returns ``None`` and the metric falls back to 
 """
 from __future__ import annotations
 
-import operator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,9 +50,10 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 class Rule:
     """How one layer runs forward (keeping what its tangent needs) and propagates a tangent.
 
-    ``forward(step, a, p) -> (y, saved)``; ``tangent(step, saved, p, dp, da) -> dy`` where p are the
-    layer's parameters, dp their tangents (None for frozen ones) and da the input tangent (None
-    means zero). A parameter-free linear layer may give ``linear=f`` instead: y = f(a), dy = f(da).
+    ``forward(step, a, p) -> (y, saved)`` and ``tangent(step, saved, p, dp, da) -> dy``, where p
+    are the layer's parameters, dp their tangents (None for frozen ones) and da the input tangent
+    (None means zero). A parameter-free linear layer gives ``linear=f`` instead: y = f(a),
+    dy = f(da).
     """
 
     forward: Callable | None = None
@@ -143,7 +144,7 @@ def _pool_tangent(step, idx, p, dp, da):
 
 
 def _elementwise(fn: Callable, slope: Callable) -> Rule:
-    """y = fn(a), dy = s * da with the slope s = fn'(a) = slope(step, a, y), formed once per point."""
+    """y = fn(a), dy = s da with the slope s = fn'(a) = slope(step, a, y) formed once per point."""
     def forward(step, a, p):
         y = fn(step, a)
         return y, slope(step, a.detach(), y.detach())
@@ -304,10 +305,10 @@ class ChainLinearization:
                     saved = saved.detach()
                 self.saved.append(saved)
         self.out = a
-        self.z = a.detach().float() if autocast is not None else a.detach()
+        self.z = a.detach().to(w.dtype)  # float32 (or float64) even when the pass ran in bf16
 
     def _autocast(self):
-        return self.autocast() if self.autocast is not None else _nullcontext()
+        return self.autocast() if self.autocast is not None else nullcontext()
 
     @torch.no_grad()
     def jvp(self, theta: Tensor) -> Tensor:
@@ -335,11 +336,3 @@ class ChainLinearization:
 
 def _local(step: ChainStep, params: Params) -> Params:
     return {local: params[full] for local, full in step.params.items()}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
