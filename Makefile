@@ -10,7 +10,8 @@ export PATH := $(BIN):$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
-SWEEP ?= -S 'train.seeds=[[0,1],[2,3]]'
+# make sweep SWEEP="-S 'sparsify.solver=[cg,penalty]'"; by default params.yaml's sweep.overrides
+SWEEP ?=
 PORT ?=
 
 .PHONY: install repro test test-slow bench figures flow sweep serve ui prefect-ui clean

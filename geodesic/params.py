@@ -5,9 +5,11 @@ go through it, so every entry point rejects the same bad input with the same mes
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from geodesic.settings import ParamsError, load_yaml, parse_section, setting
+from geodesic.settings import (ParamsError, Point, apply, grid, load_yaml, lookup, parse_section,
+                               parse_spec, setting, to_dict)
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 MODELS = ("mlp", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
@@ -244,6 +246,97 @@ class ConnectSettings(GeodesicSettings):
             raise ParamsError(f"{prefix}.baselines", self.baselines, "distinct curve names")
 
 
+# --- sweep (the scheduled sweep of ``geodesic serve`` / ``deploy``; no stage reads it) --------
+
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+_DAYS = "sun mon tue wed thu fri sat".split()
+# (field, lowest, highest, names counted from the lowest): the five fields in order
+CRON_FIELDS = (("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []),
+               ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
+_CRON_ITEM = re.compile(r"^(\*|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
+CRON_ALLOWED = ("'none' (no schedule), a macro (" + ", ".join(CRON_MACROS) + ") or five fields "
+                "'minute hour day-of-month month day-of-week' of numbers, names (jan, mon), "
+                "*, ranges a-b, steps /n and lists a,b, e.g. '0 3 * * *'")
+
+
+def _cron_value(text: str, low: int, high: int, names: list[str]) -> int | None:
+    if text.lower() in names:
+        return low + names.index(text.lower())
+    return int(text) if text.isdigit() and low <= int(text) <= high else None
+
+
+def cron_problem(expr: str) -> str | None:
+    """None when ``expr`` is a cron schedule Prefect accepts (or ``none``), else what is wrong."""
+    if expr == "none" or expr in CRON_MACROS:
+        return None
+    fields = expr.split()
+    if len(fields) != 5:
+        return f"{len(fields)} fields"
+    for text, (name, low, high, names) in zip(fields, CRON_FIELDS):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if match is None:
+                return f"the {name} field {text!r}"
+            _, first, last, step = match.groups()
+            ends = [_cron_value(v, low, high, names) for v in (first, last) if v is not None]
+            if None in ends or (len(ends) == 2 and ends[0] > ends[1]) or step == "0":
+                return f"the {name} field {text!r} ({name}: {low}-{high})"
+    return None
+
+
+@dataclass
+class SweepSettings:
+    """The sweep that ``geodesic serve`` and ``geodesic deploy`` schedule (their flags win).
+    No stage depends on it: dvc.yaml lists no ``sweep`` params, so a new schedule reruns
+    nothing."""
+
+    cron: str = setting("0 3 * * *", "cron schedule of the sweep ('none': deployed without one)")
+    overrides: list[str] = setting(["continual.seed=[0,1,2]"], "override specs "
+                                   "key=[v1,v2,...] whose grid the sweep runs (see geodesic "
+                                   "sweep -S)")
+    metrics: list[str] = setting([], "metric columns of the comparison table, e.g. "
+                                 "train.test_acc_mean (empty: every metric that varies)")
+
+    def validate(self, prefix: str) -> None:
+        problem = cron_problem(self.cron)
+        if problem is not None:
+            raise ParamsError(f"{prefix}.cron", self.cron, f"{CRON_ALLOWED} (not {problem})")
+        if not self.overrides:
+            raise ParamsError(f"{prefix}.overrides", self.overrides,
+                              "at least one override key=[v1,v2,...]")
+
+
+def check_point(point: Point, base: dict) -> None:
+    """A sweep point (dotted key -> value) must name parameters of the stages and, applied to
+    the nested ``base`` params, give params that parse."""
+    for key, value in point.items():
+        if key.split(".")[0] == "sweep":
+            raise ParamsError(key, value, "a parameter of the stages (the sweep section is the "
+                              "schedule, not a point)")
+        lookup(base, key)
+    parse_params(apply(base, point), sweep=False)
+
+
+def check_sweep(params: "Params") -> None:
+    """Every override of ``params.sweep`` names a parameter of the stages and every point of
+    their grid gives valid params."""
+    base = to_dict(params)
+    for i, spec in enumerate(params.sweep.overrides):
+        try:
+            key, _ = parse_spec(spec)
+            lookup(base, key)
+        except ParamsError as exc:
+            raise ParamsError(f"sweep.overrides[{i}]", spec, exc.allowed) from exc
+    for point in grid(params.sweep.overrides, base):
+        try:
+            check_point(point, base)
+        except ParamsError as exc:
+            raise ParamsError("sweep.overrides", params.sweep.overrides,
+                              f"points that are valid params, not {point} ({exc.key} = "
+                              f"{exc.value!r}: {exc.allowed})") from exc
+
+
 # --- all sections ---------------------------------------------------------------------------
 
 
@@ -256,6 +349,8 @@ class Params:
     continual: ContinualSettings = setting(ContinualSettings(), "continual learning (stage "
                                            "continual)")
     connect: ConnectSettings = setting(ConnectSettings(), "mode connectivity (stage connect)")
+    sweep: SweepSettings = setting(SweepSettings(), "the scheduled sweep (geodesic serve, "
+                                   "deploy); no stage reads it")
 
     def validate(self, prefix: str) -> None:
         """Checks across sections: the model fits the data; the stages use trained seeds."""
@@ -278,8 +373,13 @@ class Params:
                                   f"seeds among train.seeds {self.train.seeds}")
 
 
-def parse_params(data: dict) -> Params:
-    return parse_section(Params, data)
+def parse_params(data: dict, sweep: bool = True) -> Params:
+    """The checked :class:`Params` of a ``params.yaml`` mapping; with ``sweep``, the points of
+    its sweep section are checked too (:func:`check_sweep`)."""
+    params = parse_section(Params, data)
+    if sweep:
+        check_sweep(params)
+    return params
 
 
 def load_params(path="params.yaml") -> Params:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,62 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, name))
         else:
             out[name] = value
+    return out
+
+
+# --- overrides: ``key=value`` specs (``dvc exp run -S``, sweeps) ----------------------------------
+
+Point = dict[str, Any]
+
+
+def parse_spec(spec: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value), the value read as YAML (as ``dvc exp run -S`` reads it)."""
+    key, sep, text = spec.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(spec, spec, "an override of the form key=value or key=[v1,v2,...]")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(key, text, f"a YAML value ({exc.__class__.__name__})") from exc
+
+
+def lookup(params: dict, key: str) -> Any:
+    """The value at dotted ``key`` of the nested ``params``; unknown keys raise."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(key, None, "a known parameter (see params.yaml and "
+                              "geodesic/params.py)")
+        node = node[part]
+    return node
+
+
+def grid(specs: list[str], params: dict) -> list[Point]:
+    """The points that override ``specs`` describe, in order (the last key varies fastest):
+    ``key=value`` the same value at every point, ``key=[v1,v2,...]`` one point per value.
+    For a parameter that is itself a list (``train.seeds``), ``[0,1]`` is one value and
+    ``[[0,1],[2,3]]`` two points."""
+    keys, choices = [], []
+    for spec in specs:
+        key, value = parse_spec(spec)
+        current = lookup(params, key)
+        is_list_param = isinstance(current, list)
+        several = isinstance(value, list) and (not is_list_param or all(
+            isinstance(v, list) for v in value))
+        keys.append(key)
+        choices.append(value if several else [value])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+
+
+def apply(params: dict, point: Point) -> dict:
+    """A copy of the nested ``params`` with the dotted keys of ``point`` set."""
+    out = copy.deepcopy(params)
+    for key, value in point.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     return out
 
 

@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                            " -S sparsify.eta=[0.02,0.05]   (3 x 2 = 6 points)")
     sweep.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                        metavar="KEY=[V1,V2,...]", help="values to sweep (their grid); "
-                       "KEY=V fixes a value for every point")
+                       "KEY=V fixes a value for every point (default, with no --point either: "
+                       "params.yaml sweep.overrides)")
     sweep.add_argument("--point", action="append", default=[], metavar="'K=V K2=V2'",
                        help="an explicit point (repeatable), in addition to the grid")
     sweep.add_argument("--metric", dest="metrics", action="append", metavar="KEY",
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cron", help="cron schedule of the sweep ('none': no schedule)")
     serve.add_argument("-S", "--set", dest="overrides", action="append", metavar="KEY=[...]",
                        help="the scheduled sweep's overrides (default: params.yaml sweep."
-                       "overrides, else two pairs of training seeds)")
+                       "overrides, else three seeds of the continual stage)")
     serve.add_argument("--limit", type=int, help="at most this many concurrent flow runs")
 
     deploy = sub.add_parser("deploy", help="deployments in a work pool, pulled from git",
@@ -103,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _point(text: str) -> dict:
-    from pipelines.overrides import parse_spec
+    from geodesic.settings import parse_spec
     return dict(parse_spec(item) for item in text.split())
 
 
@@ -126,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             _print(result["metrics"])
         elif args.command == "sweep":
             from pipelines.flows import sweep
-            result = sweep(overrides=args.overrides, points=[_point(p) for p in args.point],
-                           project=project, sweep_id=args.sweep_id, metrics=args.metrics,
+            from pipelines.serve import schedule
+            _, overrides, metrics = schedule(project)  # params.yaml's sweep section
+            given = bool(args.overrides or args.point)
+            result = sweep(overrides=args.overrides if given else overrides,
+                           points=[_point(p) for p in args.point], project=project,
+                           sweep_id=args.sweep_id, metrics=args.metrics or (
+                               None if given else metrics),
                            plot_metric=args.plot_metric, force=args.force)
             print(result["table"])
         elif args.command == "serve":

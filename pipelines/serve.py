@@ -7,34 +7,32 @@ this process (``prefect.serve``) against the Prefect API in ``PREFECT_API_URL``.
 from git (``flow.from_source``); any ``prefect worker start --pool <pool>`` on any machine with
 the environment installed picks them up, runs them in the clone, and reports back to the server.
 
-The schedule and the sweep's grid come from the flags, else from an optional ``sweep`` section
-of ``params.yaml`` (``cron``, ``overrides``, ``metrics``), else from the defaults below;
-``cron="none"`` deploys the sweep without a schedule.
+The schedule and the sweep's grid come from the flags, else from the ``sweep`` section of
+``params.yaml`` (:class:`geodesic.params.SweepSettings`: ``cron``, ``overrides``, ``metrics``,
+with its defaults); ``cron="none"`` deploys the sweep without a schedule. Flags are checked as
+that section is, before anything is served or registered.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from geodesic.settings import ParamsError, load_yaml
+from geodesic.params import parse_params
+from geodesic.settings import load_yaml
 
-DEFAULT_CRON = "0 3 * * *"
-DEFAULT_OVERRIDES = ["train.seeds=[[0,1],[2,3]]"]
 ENTRYPOINTS = {"reproduce": "pipelines/flows.py:reproduce", "sweep": "pipelines/flows.py:sweep"}
 
 
 def schedule(project: str | Path, cron: str | None = None,
              overrides: list[str] | None = None) -> tuple[str, list[str], list[str] | None]:
-    """(cron, overrides, metrics): flags first, then ``params.yaml``'s ``sweep`` section."""
-    section = load_yaml(Path(project) / "params.yaml").get("sweep") or {}
-    if not isinstance(section, dict):
-        raise ParamsError("sweep", section, "a mapping with keys cron, overrides, metrics")
-    unknown = set(section) - {"cron", "overrides", "metrics"}
-    if unknown:
-        raise ParamsError(f"sweep.{sorted(unknown)[0]}", section[sorted(unknown)[0]],
-                          "a known key of sweep: cron, overrides, metrics")
-    return (cron or section.get("cron") or DEFAULT_CRON,
-            list(overrides or section.get("overrides") or DEFAULT_OVERRIDES),
-            section.get("metrics"))
+    """(cron, overrides, metrics): flags first, then ``params.yaml``'s ``sweep`` section; a bad
+    value of either raises :class:`~geodesic.settings.ParamsError`."""
+    data = load_yaml(Path(project) / "params.yaml")
+    flags = {key: value for key, value in (("cron", cron), ("overrides", overrides)) if value}
+    section = data.get("sweep") or {}
+    if flags and isinstance(section, dict):  # anything else: the parser names the problem
+        data["sweep"] = {**section, **flags}
+    sweep = parse_params(data).sweep
+    return sweep.cron, list(sweep.overrides), list(sweep.metrics) or None
 
 
 def serve(project: str = ".", cron: str | None = None, overrides: list[str] | None = None,

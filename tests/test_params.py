@@ -63,6 +63,20 @@ BAD = [
     ("connect.max_steps", -1, ">= 0"),
     ("sparsify", [1, 2], "a mapping with keys"),
     ("unknown_section", {}, "a known key of params"),
+    ("sweep.cron", "61 3 * * *", "the minute field '61' (minute: 0-59)"),
+    ("sweep.cron", "0 3 * *", "five fields"),
+    ("sweep.cron", "0 3 * * funday", "the day of week field"),
+    ("sweep.cron", "daily", "'none' (no schedule), a macro"),
+    ("sweep.cron", 3, "type str"),
+    ("sweep.overrides", ["train.lr"], "an override of the form key=value"),
+    ("sweep.overrides", ["train.epohcs=[1,2]"], "a known parameter"),
+    ("sweep.overrides", ["train.lr=[0.1,-1]"], "train.lr = -1.0: > 0.0"),
+    ("sweep.overrides", ["train.seeds=[[0,1],[2,3]]"], "sparsify.seed = 0: one of train.seeds"),
+    ("sweep.overrides", ["sweep.cron=none"], "a parameter of the stages"),
+    ("sweep.overrides", [], "at least one override"),
+    ("sweep.overrides", "train.lr=[0.1,0.2]", "a list of str"),
+    ("sweep.metrics", "train.test_acc_mean", "a list of str"),
+    ("sweep.when", "nightly", "a known key of sweep: cron, overrides, metrics"),
 ]
 
 
@@ -100,6 +114,42 @@ def test_allowed_names_match_the_registries():
     assert set(MODEL_NAMES) == set(MODELS.names())
     assert set(SOLVERS) == set(SOLVER_REGISTRY.names())
     assert set(OUTPUTS) == set(OUTPUT_KINDS.names())
+
+
+GOOD_CRON = ["0 3 * * *", "*/15 * * * *", "0 0 1-31/2 jan,mar *", "30 6 * * mon-fri",
+             "0 0 * * 7", "5/15 2,14 * * SUN", "@daily", "@hourly"]
+
+
+def test_the_cron_check_accepts_what_prefect_schedules():
+    from prefect._internal.schemas.validators import validate_cron_string
+    for expr in GOOD_CRON:
+        assert parse_params(with_value("sweep.cron", expr)).sweep.cron == expr
+        assert validate_cron_string(expr) == expr
+    assert parse_params(with_value("sweep.cron", "none")).sweep.cron == "none"
+
+
+def test_no_stage_depends_on_the_sweep_section():
+    """A new schedule or grid must not make ``dvc repro`` rerun a stage."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, spec in stages.items():
+        keys = [k for entry in spec.get("params", [])
+                for k in (entry if isinstance(entry, dict) else {entry: None})]
+        assert keys and not any(k.split(".")[0] == "sweep" or k.endswith(".yaml")
+                                for k in keys), name
+
+
+def test_serve_takes_the_sweep_section_and_checks_its_flags(tmp_path):
+    from pipelines.serve import schedule
+    params = with_value("sweep", {"cron": "0 4 * * *", "overrides": ["train.lr=[0.1,0.2]"],
+                                  "metrics": ["train.test_acc_mean"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert schedule(tmp_path) == ("0 4 * * *", ["train.lr=[0.1,0.2]"], ["train.test_acc_mean"])
+    assert schedule(tmp_path, cron="none", overrides=["continual.seed=[1,2]"]) == (
+        "none", ["continual.seed=[1,2]"], ["train.test_acc_mean"])
+    with pytest.raises(ParamsError, match=r"sweep.cron = '0 25 \* \* \*'.*hour: 0-23"):
+        schedule(tmp_path, cron="0 25 * * *")
+    with pytest.raises(ParamsError, match=r"sweep.overrides\[0\] = 'train.lr'"):
+        schedule(tmp_path, overrides=["train.lr"])
 
 
 CHECK = """
