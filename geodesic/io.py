@@ -4,6 +4,9 @@ Every output goes to a temporary file in the destination folder, is fsynced, the
 the destination, so a kill at any moment leaves either the old file or the new one, never a
 truncated one. Tensors are stored as safetensors (no pickle: loading never runs code), with a
 ``.sha256`` sidecar holding the size and digest so an altered file is detected before use.
+Nested training states (a model's, an optimizer's or a scheduler's ``state_dict``, generator
+states, counters) go the same way: ``pack`` splits one into its tensors (the safetensors) and the
+structure around them (JSON, in the file's metadata); ``unpack`` joins them again.
 """
 from __future__ import annotations
 
@@ -76,3 +79,44 @@ def load_tensors(path, device: str | torch.device = "cpu") -> tuple[dict[str, to
     except Exception as exc:  # safetensors raises its own error types on malformed input
         raise CorruptFileError(f"{path}: not a readable safetensors file ({exc})") from exc
     return {k: v.to(device) for k, v in tensors.items()}, metadata
+
+
+def pack(state) -> tuple[dict[str, torch.Tensor], str]:
+    """A nested state (dicts with str or int keys, lists, tuples, tensors, numbers, strings,
+    None) as (tensors named by their path, e.g. ``optimizer/state/0/momentum_buffer``; JSON of
+    the structure with each tensor replaced by its name)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def encode(obj, path: str):
+        if isinstance(obj, torch.Tensor):
+            key = path if path not in tensors else f"{path}#{len(tensors)}"
+            tensors[key] = obj.detach().cpu().clone()  # safetensors refuses shared storage
+            return {"tensor": key}
+        if isinstance(obj, dict):
+            return {"dict": [[k, encode(v, f"{path}/{k}".lstrip("/"))] for k, v in obj.items()]}
+        if isinstance(obj, (tuple, list)):
+            items = [encode(v, f"{path}/{i}".lstrip("/")) for i, v in enumerate(obj)]
+            return {"tuple": items} if isinstance(obj, tuple) else items
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TypeError(f"cannot store a {type(obj).__name__} in a state file")
+
+    skeleton = json.dumps(encode(state, ""))  # floats as repr: read back bit for bit
+    return tensors, skeleton
+
+
+def unpack(tensors: dict[str, torch.Tensor], skeleton: str):
+    """The inverse of :func:`pack`."""
+    def decode(obj):
+        if isinstance(obj, list):
+            return [decode(v) for v in obj]
+        if isinstance(obj, dict):
+            if "tensor" in obj:
+                return tensors[obj["tensor"]]
+            if "tuple" in obj:
+                return tuple(decode(v) for v in obj["tuple"])
+            return {k: decode(v) for k, v in obj["dict"]}
+        return obj
+
+    return decode(json.loads(skeleton))
+

@@ -12,6 +12,11 @@ A checkpoint holds everything the loop needs to continue exactly as an uninterru
 the weights, the objective's and the metric's state, the current step length and the records
 so far. A checkpoint that fails its digest check is skipped with a warning and the one before it
 is used.
+
+Other training loops (the baselines) keep their resumable state the same way, in the same
+``checkpoints/step-XXXXXX.safetensors`` files under their own directory, through
+:class:`StateCheckpoints`: any nested state (``state_dict``s, generator states, counters; see
+:func:`geodesic.io.pack`), saved every ``every`` steps, the newest ``keep`` kept.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from pathlib import Path as FsPath
 
 from torch import Tensor
 
-from geodesic.io import CorruptFileError, load_tensors, read_json, save_tensors, write_json
+from geodesic.io import (CorruptFileError, load_tensors, pack, read_json, save_tensors, unpack,
+                         write_json)
 
 log = logging.getLogger(__name__)
 _CKPT = re.compile(r"step-(\d{6,})\.safetensors$")
@@ -60,24 +66,68 @@ def _unprefix(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_latest_checkpoint(directory, device="cpu") -> Checkpoint | None:
-    """The newest intact checkpoint under ``directory``, or None when there is none."""
+def checkpoint_files(directory) -> list[FsPath]:
+    """The checkpoint files under ``directory``, newest (highest step) first."""
     folder = FsPath(directory) / "checkpoints"
-    files = sorted(folder.glob("step-*.safetensors"), reverse=True) if folder.exists() else []
-    for file in files:
-        if not _CKPT.search(file.name):
-            continue
+    files = folder.glob("step-*.safetensors") if folder.exists() else []
+    return sorted((f for f in files if _CKPT.search(f.name)), reverse=True)
+
+
+def _newest_intact(directory, device, required: str) -> tuple[dict, dict] | None:
+    """(tensors, metadata) of the newest checkpoint that passes its digest check and holds the
+    metadata entry ``required``; the ones skipped are logged."""
+    for file in checkpoint_files(directory):
         try:
             tensors, meta = load_tensors(file, device)
+            if required not in meta:
+                raise CorruptFileError(f"{file}: no {required!r} entry")
         except CorruptFileError as exc:
             log.warning("skipping checkpoint %s: %s", file, exc)
             continue
-        return Checkpoint(step=int(meta["step"]), eta=float(meta["eta"]), weights=tensors["w"],
-                          objective=_unprefix(tensors, "objective/"),
-                          metric=_unprefix(tensors, "metric/"),
-                          records=json.loads(meta["records"]),
-                          milestones=json.loads(meta["milestones"]))
+        return tensors, meta
     return None
+
+
+def load_latest_checkpoint(directory, device="cpu") -> Checkpoint | None:
+    """The newest intact checkpoint under ``directory``, or None when there is none."""
+    found = _newest_intact(directory, device, "records")
+    if found is None:
+        return None
+    tensors, meta = found
+    return Checkpoint(step=int(meta["step"]), eta=float(meta["eta"]), weights=tensors["w"],
+                      objective=_unprefix(tensors, "objective/"),
+                      metric=_unprefix(tensors, "metric/"),
+                      records=json.loads(meta["records"]),
+                      milestones=json.loads(meta["milestones"]))
+
+
+class StateCheckpoints:
+    """Periodic checkpoints of a training loop's state under ``directory/checkpoints`` (none
+    when ``directory`` is None): ``due(step)`` every ``every`` steps, ``save(step, state)``
+    writes one and deletes all but the newest ``keep``, ``latest()`` reads the newest intact
+    one (None when there is none)."""
+
+    def __init__(self, directory, every: int, keep: int = 2, device="cpu"):
+        self.directory = FsPath(directory) if directory is not None else None
+        self.every, self.keep, self.device = every, keep, device
+
+    def due(self, step: int) -> bool:
+        return self.directory is not None and step % self.every == 0
+
+    def latest(self):
+        found = _newest_intact(self.directory, self.device, "state") if self.directory else None
+        return unpack(found[0], found[1]["state"]) if found is not None else None
+
+    def save(self, step: int, state) -> FsPath | None:
+        if self.directory is None:
+            return None
+        tensors, skeleton = pack(state)
+        path = checkpoint_file(self.directory, step)
+        save_tensors(path, tensors, {"step": str(step), "state": skeleton})
+        for old in checkpoint_files(self.directory)[self.keep:]:
+            old.unlink(missing_ok=True)
+            FsPath(f"{old}.sha256").unlink(missing_ok=True)
+        return path
 
 
 @dataclass
