@@ -14,10 +14,16 @@ The geodesic runs first; the units it spent within each level (``level_budgets``
 budgets of the equal-compute baselines. ``score`` turns results into the rows of
 ``metrics/sparsify.json``: test and validation accuracy, the measured sparsity, the cumulative
 gradient-evaluation count and wall-clock seconds at each level.
+
+Given a ``directory``, every method that computes resumes there: the traversals from their path
+checkpoints, the trained baselines from their state (:class:`geodesic.path.StateCheckpoints`
+every ``checkpoint_every`` SGD steps and after every pruning round; imp's rewind point too).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path as FsPath
 from typing import Callable
 
 import torch
@@ -26,16 +32,18 @@ from torch import Tensor, nn
 from geodesic.baselines import pruning
 from geodesic.data import Dataset, Split
 from geodesic.evaluate import AccuracyCallback, has_batchnorm, score_weights
+from geodesic.io import CorruptFileError, load_tensors
 from geodesic.masks import MagnitudeProjection
 from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.objectives.sparsify import Sparsify, UnmaskedScore, build_sparsify_objective
 from geodesic.objectives.task_loss import TaskLoss
-from geodesic.path import Path
+from geodesic.path import Path, StateCheckpoints, save_milestone
 from geodesic.registry import Registry
 from geodesic.solvers import build_solver
 from geodesic.train import TrainConfig
 from geodesic.traverse import Callback, ProgressLog, traverse
 
+log = logging.getLogger(__name__)
 SPARSIFY_METHODS: Registry = Registry("sparsify method")
 RECALIBRATION_INPUTS = 2048  # training inputs that re-estimate BatchNorm statistics
 LevelResults = dict[str, pruning.LevelResult]
@@ -156,34 +164,56 @@ def _sgd(ctx: SparsifyContext, lr: float, batch: int) -> pruning.MaskedSGD:
     return pruning.MaskedSGD(lr, batch, seed=ctx.settings.seed)
 
 
+def _checkpoints(ctx: SparsifyContext, directory) -> StateCheckpoints:
+    """A baseline's resumable state in ``directory``, every ``checkpoint_every`` SGD steps."""
+    return StateCheckpoints(directory, ctx.settings.checkpoint_every, device=ctx.device)
+
+
 @SPARSIFY_METHODS.register("magnitude_finetune")
 def _magnitude_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
     s, train = ctx.settings, ctx.split("train")
-    return pruning.prune_and_train(ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels,
-                                   ctx.budgets, s.metric_batch, _sgd(ctx, s.finetune_lr, s.finetune_batch),
-                                   pruning.label_loss(train.x, train.y), len(train))
+    return pruning.prune_and_train(
+        ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels, ctx.budgets, s.metric_batch,
+        _sgd(ctx, s.finetune_lr, s.finetune_batch), pruning.label_loss(train.x, train.y),
+        len(train), _checkpoints(ctx, directory))
 
 
 @SPARSIFY_METHODS.register("distill_finetune")
 def _distill_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
     s, train = ctx.settings, ctx.split("train")
     ctx.space.set(ctx.model, ctx.dense)
-    return pruning.prune_and_train(ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels,
-                                   ctx.budgets, s.metric_batch, _sgd(ctx, s.distill_lr, s.distill_batch),
-                                   pruning.distill_loss(train.x, ctx.model), len(train))
+    return pruning.prune_and_train(
+        ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels, ctx.budgets, s.metric_batch,
+        _sgd(ctx, s.distill_lr, s.distill_batch), pruning.distill_loss(train.x, ctx.model),
+        len(train), _checkpoints(ctx, directory))
 
 
 @SPARSIFY_METHODS.register("imp")
 def _imp(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
     s, train = ctx.settings, ctx.split("train")
+    return pruning.iterative_magnitude_pruning(
+        ctx.model, ctx.space, ctx.projection, ctx.dense, _rewind_point(ctx, directory),
+        s.levels, ctx.budgets, s.metric_batch, _sgd(ctx, s.imp_lr, s.imp_batch),
+        pruning.label_loss(train.x, train.y), len(train), s.imp_fraction,
+        _checkpoints(ctx, directory))
+
+
+def _rewind_point(ctx: SparsifyContext, directory=None) -> Tensor:
+    """imp's rewind point, replayed from the base network's training (kept as the milestone
+    ``rewind`` in ``directory``, so a resumed imp does not replay it again)."""
     if ctx.init is None or ctx.train_config is None:
         raise ValueError("imp needs the base network's initialisation and training settings")
-    w_rewind = pruning.early_weights(ctx.init().to(ctx.device), ctx.data, ctx.train_config,
-                                     s.imp_rewind_epochs, ctx.device)
-    return pruning.iterative_magnitude_pruning(
-        ctx.model, ctx.space, ctx.projection, ctx.dense, w_rewind, s.levels, ctx.budgets,
-        s.metric_batch, _sgd(ctx, s.imp_lr, s.imp_batch), pruning.label_loss(train.x, train.y), len(train),
-        s.imp_fraction)
+    file = FsPath(directory) / "milestones" / "rewind.safetensors" if directory else None
+    if file is not None and file.exists():
+        try:
+            return load_tensors(file, ctx.device)[0]["w"]
+        except CorruptFileError as exc:
+            log.warning("replaying imp's rewind point: %s", exc)
+    w = pruning.early_weights(ctx.init().to(ctx.device), ctx.data, ctx.train_config,
+                              ctx.settings.imp_rewind_epochs, ctx.device)
+    if directory is not None:
+        save_milestone(directory, "rewind", w)
+    return w
 
 
 def score(ctx: SparsifyContext, results: LevelResults) -> dict[str, dict]:

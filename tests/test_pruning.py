@@ -160,3 +160,63 @@ def test_magnitude_costs_nothing_and_is_exact():
     assert {k: (r.grad_evals, proj.sparsity(r.weights)) for k, r in out.items()} == {
         "0.5": (0.0, round(0.5 * proj.count) / proj.count),
         "0.98": (0.0, round(0.98 * proj.count) / proj.count)}
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL in the middle of a baseline's training."""
+
+
+class Counted:
+    """The loss, counting its calls and raising :class:`Killed` after ``limit`` of them."""
+
+    def __init__(self, loss, limit=10 ** 9):
+        self.loss, self.limit, self.calls = loss, limit, 0
+
+    def __call__(self, net, idx):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise Killed
+        return self.loss(net, idx)
+
+
+@pytest.mark.parametrize("method", ["prune_and_train", "imp"])
+def test_an_interrupted_baseline_resumes_to_the_uninterrupted_result(method, tmp_path):
+    """Killed mid-round, at a round boundary and twice in a row, every rerun ends with bitwise
+    the weights and counts of an uninterrupted run; a damaged newest checkpoint is skipped."""
+    from geodesic.path import StateCheckpoints, checkpoint_files
+
+    data = digits_like()
+    loss = pruning.label_loss(data.train.x, data.train.y)
+    sgd = pruning.MaskedSGD(lr=0.05, batch_size=16, seed=3)
+    budgets = {"0.5": 7.0, "0.9": 9.3}
+
+    def run(loss, directory=None):
+        net = convnet()  # BatchNorm: its running statistics are part of the state
+        space = ParameterSpace(net)
+        proj = MagnitudeProjection.build(net, space)
+        ckpt = StateCheckpoints(directory, every=3) if directory else None
+        if method == "imp":
+            return pruning.iterative_magnitude_pruning(
+                net, space, proj, space.get(net), space.get(convnet(5)), [0.5, 0.9], budgets,
+                32, sgd, loss, len(data.train), checkpoints=ckpt)
+        return pruning.prune_and_train(net, space, proj, space.get(net), [0.5, 0.9], budgets,
+                                       32, sgd, loss, len(data.train), checkpoints=ckpt)
+
+    counted = Counted(loss)
+    full = run(counted)
+    for cut in ([4], [14], [1, 9], [20]):
+        folder = tmp_path / f"{method}-{'-'.join(map(str, cut))}"
+        for calls in cut:
+            with pytest.raises(Killed):
+                run(Counted(loss, calls), folder)
+        assert len(checkpoint_files(folder)) <= 2
+        if cut == [20]:  # an altered newest checkpoint: the one before it is used
+            newest = checkpoint_files(folder)[0]
+            newest.write_bytes(newest.read_bytes()[:-1] + b"\0")
+        again = Counted(loss)
+        resumed = run(again, folder)
+        assert again.calls < counted.calls  # continued, not started afresh
+        assert list(resumed) == list(full)
+        for name in full:
+            assert torch.equal(resumed[name].weights, full[name].weights), (cut, name)
+            assert resumed[name].grad_evals == full[name].grad_evals

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodesic.data import Dataset
+from geodesic.io import load_tensors
 from geodesic.masks import MagnitudeProjection
 from geodesic.metric import ParameterSpace
 from geodesic.objectives.sparsify import level_name
+from geodesic.path import StateCheckpoints, save_milestone
 from geodesic.train import TrainConfig, train
 
 Loss = Callable[[nn.Module, Tensor], Tensor]  # (network, example indices) -> scalar loss
@@ -63,8 +65,14 @@ class MaskedSGD:
         return int(math.floor(units * unit_batch / self.batch_size + 1e-9))
 
     def run(self, model: nn.Module, space: ParameterSpace, w: Tensor, keep: Tensor, loss: Loss,
-            n: int, steps: int, generator: torch.Generator) -> Tensor:
-        """``steps`` masked steps from w on minibatches of range(n); returns the new w."""
+            n: int, steps: int, generator: torch.Generator, resume: dict | None = None,
+            on_step: Callable[[int, Callable[[], dict]], None] | None = None) -> Tensor:
+        """``steps`` masked steps from w on minibatches of range(n); returns the new w.
+
+        ``on_step(j, state)`` is called after step j with a function returning the run's state
+        (weights, buffers, optimizer, schedule, minibatch order and position); a call with
+        ``resume`` = such a state continues after its step as if never stopped (the caller
+        restores ``generator``)."""
         if steps <= 0:
             return w * keep
         net = copy.deepcopy(model).train()
@@ -73,8 +81,23 @@ class MaskedSGD:
         masks = [m.to(p.dtype) for p, m in zip(params, space.unflatten(keep).values())]
         opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        order, cursor = torch.randperm(n, generator=generator), 0
-        for _ in range(steps):
+        if resume is None:
+            order, cursor, first = torch.randperm(n, generator=generator), 0, 0
+        else:
+            space.set(net, resume["w"])
+            with torch.no_grad():
+                for name, buffer in net.named_buffers():
+                    buffer.copy_(resume["buffers"][name])
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["scheduler"])
+            order, cursor, first = resume["order"], resume["cursor"], resume["step"]
+
+        def state(step: int) -> dict:
+            return {"step": step, "w": space.get(net), "buffers": dict(net.named_buffers()),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "order": order, "cursor": cursor}
+
+        for j in range(first, steps):
             if cursor + self.batch_size > n:
                 order, cursor = torch.randperm(n, generator=generator), 0
             idx = order[cursor:cursor + self.batch_size]
@@ -89,7 +112,76 @@ class MaskedSGD:
             with torch.no_grad():
                 for p, m in zip(params, masks):
                     p.mul_(m)
+            if on_step is not None:
+                on_step(j + 1, lambda: state(j + 1))
         return space.get(net)
+
+
+@dataclass
+class Round:
+    """Prune to ``sparsity`` (the mask only shrinks), then ``steps`` masked SGD steps; a round
+    that ends a level records that level's result."""
+
+    sparsity: float
+    steps: int
+    level: str | None = None
+
+
+def train_rounds(model: nn.Module, space: ParameterSpace, projection: MagnitudeProjection,
+                 w: Tensor, rounds: list[Round], sgd: MaskedSGD, loss: Loss, n: int,
+                 unit_batch: int, rewind: Tensor | None = None,
+                 checkpoints: StateCheckpoints | None = None) -> dict[str, LevelResult]:
+    """The rounds in order: each ranks the current weights (starting from ``w``) for its mask
+    and trains from them, or from ``rewind`` when given. With ``checkpoints`` (a directory),
+    the state is saved every ``checkpoints.every`` SGD steps and after every round that took
+    a step, each level's weights as a milestone; a call that finds a checkpoint resumes from
+    it and returns what an uninterrupted call returns."""
+    checkpoints = checkpoints or StateCheckpoints(None, 1)
+    generator = torch.Generator().manual_seed(sgd.seed)
+    keep, units, seconds, done, first, run = projection.full_mask(), 0.0, 0.0, 0, 0, None
+    out: dict[str, LevelResult] = {}
+    state = checkpoints.latest()
+    if state is not None:
+        first, run, w, keep = state["round"], state["run"], state["w"], state["keep"]
+        units, seconds, done = state["units"], state["seconds"], state["done"]
+        generator.set_state(state["generator"])
+        out = {name: LevelResult(_milestone(checkpoints, name), evals, secs)
+               for name, (evals, secs) in state["levels"].items()}
+    for i in range(first, len(rounds)):
+        r = rounds[i]
+        t0 = time.perf_counter() - (run["seconds"] if run else 0.0)
+        if run is None:
+            keep = projection.mask(w, r.sparsity, keep)
+
+        def snapshot(next_round: int, run_state: dict | None, weights: Tensor) -> dict:
+            return {"round": next_round, "run": run_state, "w": weights, "keep": keep,
+                    "units": units, "seconds": seconds, "done": done,
+                    "generator": generator.get_state(),
+                    "levels": {k: [v.grad_evals, v.seconds] for k, v in out.items()}}
+
+        def on_step(j: int, run_state: Callable[[], dict]) -> None:
+            if j < r.steps and checkpoints.due(done + j):
+                checkpoints.save(done + j, snapshot(
+                    i, {**run_state(), "seconds": time.perf_counter() - t0}, w))
+
+        w = sgd.run(model, space, w if rewind is None else rewind, keep, loss, n, r.steps,
+                    generator, run, on_step)
+        run = None
+        units += r.steps * sgd.batch_size / unit_batch
+        seconds += time.perf_counter() - t0
+        done += r.steps
+        if r.level is not None:
+            out[r.level] = LevelResult(w, units, seconds)
+            if checkpoints.directory is not None:
+                save_milestone(checkpoints.directory, r.level, w)
+        if r.steps > 0:
+            checkpoints.save(done, snapshot(i + 1, None, w))
+    return out
+
+
+def _milestone(checkpoints: StateCheckpoints, name: str) -> Tensor:
+    return load_tensors(checkpoints.directory / "milestones" / f"{name}.safetensors",
+                        checkpoints.device)[0]["w"]
 
 
 def label_loss(x: Tensor, y: Tensor) -> Loss:
@@ -114,20 +206,14 @@ def magnitude(w: Tensor, projection: MagnitudeProjection,
 
 def prune_and_train(model: nn.Module, space: ParameterSpace, projection: MagnitudeProjection,
                     w: Tensor, levels: list[float], budgets: dict[str, float], unit_batch: int,
-                    sgd: MaskedSGD, loss: Loss, n: int) -> dict[str, LevelResult]:
+                    sgd: MaskedSGD, loss: Loss, n: int,
+                    checkpoints: StateCheckpoints | None = None) -> dict[str, LevelResult]:
     """At each level: prune the current weights to it by magnitude, then train with the mask
     for the level's budget (magnitude_finetune with labels, distill_finetune without)."""
-    generator = torch.Generator().manual_seed(sgd.seed)
-    keep, units, seconds, out = projection.full_mask(), 0.0, 0.0, {}
-    for p in levels:
-        name, t0 = level_name(p), time.perf_counter()
-        keep = projection.mask(w, p, keep)
-        steps = sgd.steps_for(budgets[name], unit_batch)
-        w = sgd.run(model, space, w, keep, loss, n, steps, generator)
-        units += steps * sgd.batch_size / unit_batch
-        seconds += time.perf_counter() - t0
-        out[name] = LevelResult(w, units, seconds)
-    return out
+    rounds = [Round(p, sgd.steps_for(budgets[level_name(p)], unit_batch), level_name(p))
+              for p in levels]
+    return train_rounds(model, space, projection, w, rounds, sgd, loss, n, unit_batch,
+                        checkpoints=checkpoints)
 
 
 def imp_schedule(levels: list[float], fraction: float) -> list[tuple[float, str | None]]:
@@ -148,27 +234,22 @@ def imp_schedule(levels: list[float], fraction: float) -> list[tuple[float, str 
 def iterative_magnitude_pruning(model: nn.Module, space: ParameterSpace,
                                 projection: MagnitudeProjection, w: Tensor, w_rewind: Tensor,
                                 levels: list[float], budgets: dict[str, float], unit_batch: int,
-                                sgd: MaskedSGD, loss: Loss, n: int,
-                                fraction: float = 0.2) -> dict[str, LevelResult]:
-    """IMP with rewinding to ``w_rewind``; ``w`` (the trained dense weights) ranks round one."""
-    generator = torch.Generator().manual_seed(sgd.seed)
-    schedule = imp_schedule(levels, fraction)
-    keep, units, seconds, out = projection.full_mask(), 0.0, 0.0, {}
-    pending: list[float] = []
-    for sparsity, name in schedule:
+                                sgd: MaskedSGD, loss: Loss, n: int, fraction: float = 0.2,
+                                checkpoints: StateCheckpoints | None = None
+                                ) -> dict[str, LevelResult]:
+    """IMP with rewinding to ``w_rewind``; ``w`` (the trained dense weights) ranks round one.
+    The rounds up to a level share its budget equally."""
+    rounds, pending = [], []
+    for sparsity, name in imp_schedule(levels, fraction):
         pending.append(sparsity)
         if name is None:
             continue
-        share = budgets[name] / len(pending)
-        for s in pending:
-            t0 = time.perf_counter()
-            keep = projection.mask(w, s, keep)
-            steps = sgd.steps_for(share, unit_batch)
-            w = sgd.run(model, space, w_rewind, keep, loss, n, steps, generator)
-            units += steps * sgd.batch_size / unit_batch
-            seconds += time.perf_counter() - t0
-        out[name], pending = LevelResult(w, units, seconds), []
-    return out
+        steps = sgd.steps_for(budgets[name] / len(pending), unit_batch)
+        rounds += [Round(s, steps, name if k == len(pending) - 1 else None)
+                   for k, s in enumerate(pending)]
+        pending = []
+    return train_rounds(model, space, projection, w, rounds, sgd, loss, n, unit_batch,
+                        rewind=w_rewind, checkpoints=checkpoints)
 
 
 class _Rewound(Exception):
