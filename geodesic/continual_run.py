@@ -58,7 +58,7 @@ def baseline_config(s) -> BaselineConfig:
 
 def template(s, plugins) -> Template:
     return Template(plugins, baseline_config(s), s.batch_size, s.budget, s.stop_every,
-                    s.patience)
+                    s.patience, s.checkpoint_every)
 
 
 class GeodesicLearner:

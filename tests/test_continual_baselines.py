@@ -15,6 +15,7 @@ from geodesic.params import (CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, Continual
 from geodesic.registry import UnknownNameError
 from geodesic.settings import ParamsError
 from geodesic.tasks import class_split
+from geodesic.traverse import Callback
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -138,3 +139,50 @@ def test_registries_hold_exactly_the_params_names():
 def test_bad_continual_params_name_the_key_and_the_allowed_values(section, message):
     with pytest.raises(ParamsError, match=message):
         parse_params({"continual": section})
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL in the middle of a method's task sequence."""
+
+
+class KillAfter(Callback):
+    """Counts the step records it sees and raises :class:`Killed` after ``limit`` of them."""
+
+    def __init__(self, limit=10 ** 9):
+        self.limit, self.calls = limit, 0
+
+    def on_step(self, record, w):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise Killed
+
+
+@pytest.mark.parametrize("name", ["finetune", "ewc", "si", "lwf", "replay", "geodesic"])
+def test_an_interrupted_sequence_resumes_to_the_uninterrupted_result(tasks, tmp_path, name):
+    """Killed inside a task, between tasks and twice in a row, the rerun ends with bitwise the
+    accuracy matrix, counts and weights of an uninterrupted run (checkpoints every 3 steps)."""
+    settings = ContinualSettings(budget=40, batch_size=16, patience=3, stop_every=8,
+                                 fisher_samples=16, replay_batch=8, cg_iters=2,
+                                 checkpoint_every=3)
+
+    def run(directory=None, killer=None):
+        model = network()
+        result = run_sequence(METHODS.get(name)(settings), model, tasks[:3], "class-il", 10,
+                              per_class=3, seed=0, callbacks=[killer or KillAfter()],
+                              directory=directory)
+        return result, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    full_counter = KillAfter()
+    full, w_full = run(killer=full_counter)
+    n = full_counter.calls  # about 9 records per task
+    for cut in ([n // 2], [n - 2], [n // 5, n * 3 // 5]):
+        folder = tmp_path / "-".join(map(str, cut))
+        for limit in cut:
+            with pytest.raises(Killed):
+                run(folder, KillAfter(limit))
+        counter = KillAfter()
+        resumed, w = run(folder, counter)
+        assert counter.calls < full_counter.calls  # continued, not started afresh
+        assert (resumed.matrix, resumed.val_matrix) == (full.matrix, full.val_matrix), cut
+        assert (resumed.evals, resumed.steps) == (full.evals, full.steps)
+        assert torch.equal(w, w_full)

@@ -27,9 +27,8 @@ from torch import Tensor, nn
 
 from geodesic.baselines.continual_plugins import EWC, SI, LwF, Plugin, Replay
 from geodesic.continual_protocol import EarlyStop, Memory, TaskBatches, task_loss, task_scores
-from geodesic.io import save_tensors
 from geodesic.metric import ParameterSpace
-from geodesic.path import checkpoint_file
+from geodesic.path import StateCheckpoints
 from geodesic.registry import Registry
 from geodesic.tasks import Task
 
@@ -92,13 +91,20 @@ class Template:
     """SGD on one task at a time, with plugins; the same for every baseline."""
 
     def __init__(self, plugins: list[Plugin], config: BaselineConfig, batch_size: int,
-                 budget: int, stop_every: int, patience: int):
+                 budget: int, stop_every: int, patience: int, checkpoint_every: int = 50):
         self.plugins, self.config, self.batch_size = plugins, config, batch_size
         self.budget, self.stop_every, self.patience = budget, stop_every, patience
+        self.checkpoint_every = checkpoint_every
 
     def learn(self, model: nn.Module, t: int, tasks: Sequence[Task], masks: Sequence[Tensor],
               memory: Memory, seed: int, callbacks=(), directory=None) -> tuple[int, int]:
-        """Learn task ``t`` in place; returns (evaluations spent, steps taken)."""
+        """Learn task ``t`` in place; returns (evaluations spent, steps taken).
+
+        With ``directory``, the task's state (network with its buffers, optimizer, minibatch
+        order, stop rule, counters and every plugin's state) is saved there every
+        ``checkpoint_every`` steps and when the task ends (that last one is passed to the
+        callbacks' ``on_checkpoint``); a call that finds a checkpoint continues from it as if
+        never stopped, and one that finds the task finished restores its end state at once."""
         device = next(model.parameters()).device
         ctx = Context(model, t, tasks[t], masks[t], old_output_groups(tasks, masks, t), memory,
                       self.batch_size, device)
@@ -107,9 +113,34 @@ class Template:
         opt = torch.optim.SGD(model.parameters(), lr=self.config.lr,
                               momentum=self.config.momentum)
         space = ParameterSpace(model)
+        checkpoints = StateCheckpoints(directory, self.checkpoint_every, device=device)
         for p in self.plugins:
             p.before_task(ctx)
-        step, last_cost, t0 = 0, 0, time.perf_counter()
+        step, last_cost, elapsed = 0, 0, 0.0
+        state = checkpoints.latest()
+        if state is not None:
+            space.set(model, state["w"])
+            with torch.no_grad():
+                for name, buffer in model.named_buffers():
+                    buffer.copy_(state["buffers"][name])
+            opt.load_state_dict(state["optimizer"])
+            batches.load_state_dict(state["batches"])
+            stop.load_state_dict(state["stop"])
+            for p, plugin_state in zip(self.plugins, state["plugins"]):
+                p.load_state_dict(ctx, plugin_state)
+            step, last_cost, ctx.evals = state["step"], state["last_cost"], state["evals"]
+            if state["finished"]:
+                return ctx.evals, step
+            elapsed = state["seconds"]
+        t0 = time.perf_counter() - elapsed
+
+        def snapshot(finished: bool) -> dict:
+            return {"w": space.get(model), "buffers": dict(model.named_buffers()),
+                    "optimizer": opt.state_dict(), "batches": batches.state_dict(),
+                    "stop": stop.state_dict(), "plugins": [p.state_dict() for p in self.plugins],
+                    "step": step, "last_cost": last_cost, "evals": ctx.evals,
+                    "seconds": time.perf_counter() - t0, "finished": finished}
+
         while ctx.evals < self.budget and ctx.evals + last_cost <= self.budget:
             before = ctx.evals
             model.train()
@@ -138,11 +169,12 @@ class Template:
                 cb.on_step(record, w)
             if stopped:
                 break
+            if checkpoints.due(step):
+                checkpoints.save(step, snapshot(False))
         for p in self.plugins:
             p.after_task(ctx)
-        if directory is not None:
-            file = checkpoint_file(directory, step)
-            save_tensors(file, {"w": space.get(model)})
+        file = checkpoints.save(step, snapshot(True))
+        if file is not None:
             for cb in callbacks:
                 cb.on_checkpoint(step, file)
         return ctx.evals, step

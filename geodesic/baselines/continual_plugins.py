@@ -31,9 +31,16 @@ from geodesic.continual_protocol import masked_logits, task_loss
 
 
 class Plugin:
-    """Hooks the template calls; ``penalty`` returns a loss term (0 for none)."""
+    """Hooks the template calls; ``penalty`` returns a loss term (0 for none); ``state_dict``
+    is what a resumed task needs to continue exactly (``load_state_dict`` restores it, after
+    ``before_task``)."""
 
     def before_task(self, ctx) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, ctx, state: dict) -> None: ...
 
     def penalty(self, ctx, x: Tensor, y: Tensor, z: Tensor) -> Tensor | float:
         return 0.0
@@ -104,6 +111,12 @@ class EWC(Plugin):
             return 0.0
         return 0.5 * self.strength * _quadratic(ctx.model, self.weights, self.anchor)
 
+    def state_dict(self) -> dict:
+        return {"weights": self.weights, "anchor": self.anchor}
+
+    def load_state_dict(self, ctx, state: dict) -> None:
+        self.weights, self.anchor = state["weights"], state["anchor"]
+
 
 class SI(Plugin):
     def __init__(self, strength: float, xi: float = 0.1):
@@ -138,6 +151,14 @@ class SI(Plugin):
             return 0.0
         return self.strength * _quadratic(ctx.model, self.importance, self.anchor)
 
+    def state_dict(self) -> dict:  # between steps: before and grads are set anew each step
+        return {"importance": self.importance, "anchor": self.anchor, "start": self.start,
+                "omega": self.omega}
+
+    def load_state_dict(self, ctx, state: dict) -> None:
+        self.importance, self.anchor = state["importance"], state["anchor"]
+        self.start, self.omega = state["start"], state["omega"]
+
 
 class LwF(Plugin):
     def __init__(self, strength: float, temperature: float = 2.0):
@@ -161,6 +182,15 @@ class LwF(Plugin):
             total = total + F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
         return self.strength * t * t * total
 
+    def state_dict(self) -> dict:
+        return {"teacher": None if self.teacher is None else self.teacher.state_dict()}
+
+    def load_state_dict(self, ctx, state: dict) -> None:
+        self.teacher = None
+        if state["teacher"] is not None:
+            self.teacher = copy.deepcopy(ctx.model).eval().requires_grad_(False)
+            self.teacher.load_state_dict(state["teacher"])
+
 
 class Replay(Plugin):
     def __init__(self, batch_size: int, seed: int = 0):
@@ -176,3 +206,9 @@ class Replay(Plugin):
         ctx.evals += 1
         return F.cross_entropy(masked_logits(z_mem, memory.masks[index]),
                                memory.y[index].to(ctx.device))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, ctx, state: dict) -> None:
+        self.generator.set_state(state["generator"])
