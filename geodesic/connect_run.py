@@ -30,6 +30,7 @@ from geodesic.evaluate import (AccuracyCallback, BatchNormRefresh, path_metrics,
 from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.objectives import Anchor, Combined
 from geodesic.objectives.connect import Connect
+from geodesic.path import StateCheckpoints
 from geodesic.solvers import build_solver
 from geodesic.traverse import Callback, ProgressLog, traverse
 
@@ -181,14 +182,17 @@ def _functional(ends: Endpoints, w: Tensor, theta: Tensor, output: str) -> float
 
 
 def run_curve(name: str, ends: Endpoints, s, on_record: Callable[[dict], None] | None = None,
-              on_point: Callable[[int, dict], None] | None = None) -> MethodResult:
-    """Fit curve ``name`` (``linear``, ``bezier``) and score it at ``s.points`` parameters."""
+              on_point: Callable[[int, dict], None] | None = None,
+              directory=None) -> MethodResult:
+    """Fit curve ``name`` (``linear``, ``bezier``) and score it at ``s.points`` parameters; with
+    ``directory``, the fit checkpoints there every ``s.checkpoint_every`` steps and resumes."""
     cfg = BezierTraining(steps=s.bezier_steps, batch_size=s.bezier_batch, lr=s.bezier_lr,
                          momentum=s.bezier_momentum, weight_decay=s.bezier_weight_decay,
                          seed=s.seed)
     model = copy.deepcopy(ends.model)
+    checkpoints = StateCheckpoints(directory, s.checkpoint_every, device=ends.w1.device)
     fitted = CURVES.get(name)(model, ends.space, ends.w1, ends.w2, ends.data.train, cfg,
-                              on_record)
+                              on_record, checkpoints)
     ts = torch.linspace(0, 1, s.points).tolist()
     points, length, functional = score_curve(ends.model, ends.space, fitted.curve, ts,
                                              ends.splits(), ends.bn_inputs,

@@ -250,6 +250,44 @@ def test_bezier_training_is_deterministic(digits, trained):
     assert not torch.equal(first.curve.theta, 0.5 * (space.get(net) + space.get(twin)))
 
 
+class Killed(Exception):
+    """Stands for a SIGKILL in the middle of the Bezier training."""
+
+
+def test_an_interrupted_bezier_training_resumes_to_the_uninterrupted_curve(digits, trained,
+                                                                           tmp_path):
+    from geodesic.path import StateCheckpoints
+    net, twin = trained
+    space = ParameterSpace(net)
+    cfg = BezierTraining(steps=30, batch_size=32, log_every=5)
+
+    def fit(directory=None, records=10 ** 9):
+        seen = []
+
+        def on_record(record):
+            seen.append(record)
+            if len(seen) > records:
+                raise Killed
+        return fit_bezier(net, space, space.get(net), space.get(twin), digits.train, cfg,
+                          on_record, StateCheckpoints(directory, 4)), seen
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+    full, _ = fit()
+    for cut in ([2], [4], [1, 3]):  # after steps 10 / 20 (checkpoints at 8 / 20), twice
+        folder = tmp_path / "-".join(map(str, cut))
+        for records in cut:
+            with pytest.raises(Killed):
+                fit(folder, records)
+        resumed, logged = fit(folder)
+        assert len(logged) < len(full.records)  # continued, not started afresh
+        assert torch.equal(resumed.curve.theta, full.curve.theta), cut
+        assert strip(resumed.records) == strip(full.records)
+    finished, logged = fit(folder)  # a finished training is not trained again
+    assert torch.equal(finished.curve.theta, full.curve.theta) and not logged
+
+
 def test_plane_coordinates():
     w1, w2, p = torch.zeros(5), torch.tensor([4.0, 0, 0, 0, 0]), torch.tensor([1.0, 2, 0, 0, 0])
     plane = Plane.through(w1 + 1, w2 + 1, p + 1)

@@ -25,6 +25,7 @@ from torch.func import functional_call
 
 from geodesic.data import Split
 from geodesic.metric import ParameterSpace
+from geodesic.path import StateCheckpoints
 from geodesic.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,21 @@ class Fitted:
 
 @CURVES.register("linear")
 def fit_line(model: nn.Module, space: ParameterSpace, w1: Tensor, w2: Tensor, train: Split,
-             cfg: BezierTraining, on_record: Callable[[dict], None] | None = None) -> Fitted:
+             cfg: BezierTraining, on_record: Callable[[dict], None] | None = None,
+             checkpoints: StateCheckpoints | None = None) -> Fitted:
     """The straight line: nothing to fit."""
     return Fitted(Line(w1, w2))
 
 
 @CURVES.register("bezier")
 def fit_bezier(model: nn.Module, space: ParameterSpace, w1: Tensor, w2: Tensor, train: Split,
-               cfg: BezierTraining, on_record: Callable[[dict], None] | None = None) -> Fitted:
-    """Train the middle point of a quadratic Bezier curve from w1 to w2 on ``train``."""
+               cfg: BezierTraining, on_record: Callable[[dict], None] | None = None,
+               checkpoints: StateCheckpoints | None = None) -> Fitted:
+    """Train the middle point of a quadratic Bezier curve from w1 to w2 on ``train``. With
+    ``checkpoints``, the training state (theta, momentum, generator, step, the records) is
+    saved every ``checkpoints.every`` steps and at the end; a call that finds it continues
+    from it as if never stopped (a finished training returns at once)."""
+    checkpoints = checkpoints or StateCheckpoints(None, 1)
     gen = torch.Generator().manual_seed(cfg.seed)
     curve = QuadraticBezier.through_midpoint(w1, w2)
     theta = curve.theta.clone().requires_grad_(True)
@@ -137,10 +144,23 @@ def fit_bezier(model: nn.Module, space: ParameterSpace, w1: Tensor, w2: Tensor, 
     device = w1.device
     was_training = model.training
     model.train()
-    records, total, t0 = [], 0.0, time.perf_counter()
-    last_log, logging_seconds = t0, 0.0  # logging is not the method's compute
+    records, total, first, elapsed = [], 0.0, 0, 0.0
+    logging_seconds = 0.0  # logging is not the method's compute
+    state = checkpoints.latest()
+    if state is not None:
+        with torch.no_grad():
+            theta.copy_(state["theta"])
+            for name, buffer in buffers.items():
+                buffer.copy_(state["buffers"][name])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        records, total, first = state["records"], state["total"], state["step"]
+        elapsed, logging_seconds = state["elapsed"], state["logging_seconds"]
+        log.info("bezier: resuming at step %d", first + 1)
+    t0 = time.perf_counter() - elapsed
+    last_log = t0
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(first + 1, cfg.steps + 1):
             for group in opt.param_groups:
                 group["lr"] = garipov_lr(cfg.lr, (step - 1) / cfg.steps)
             idx = torch.randint(len(train), (min(cfg.batch_size, len(train)),), generator=gen)
@@ -154,21 +174,27 @@ def fit_bezier(model: nn.Module, space: ParameterSpace, w1: Tensor, w2: Tensor, 
             objective.backward()
             opt.step()
             total += float(loss.detach())
-            if step % cfg.log_every and step != cfg.steps:
-                continue
-            now = time.perf_counter()
-            record = {"step": step, "evals": step,
-                      "train_loss": total / (step % cfg.log_every or cfg.log_every),
-                      "lr": opt.param_groups[0]["lr"], "seconds": now - t0 - logging_seconds}
-            total = 0.0
-            records.append(record)
-            if on_record is not None:
-                on_record(record)
-            if now - last_log >= 10.0:
-                last_log, rate = now, step / max(record["seconds"], 1e-9)
-                log.info("bezier step %d/%d  %.1f steps/s  %.0fs left  train_loss %.4f",
-                         step, cfg.steps, rate, (cfg.steps - step) / rate, record["train_loss"])
-            logging_seconds += time.perf_counter() - now
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                record = {"step": step, "evals": step,
+                          "train_loss": total / (step % cfg.log_every or cfg.log_every),
+                          "lr": opt.param_groups[0]["lr"], "seconds": now - t0 - logging_seconds}
+                total = 0.0
+                records.append(record)
+                if on_record is not None:
+                    on_record(record)
+                if now - last_log >= 10.0:
+                    last_log, rate = now, step / max(record["seconds"], 1e-9)
+                    log.info("bezier step %d/%d  %.1f steps/s  %.0fs left  train_loss %.4f",
+                             step, cfg.steps, rate, (cfg.steps - step) / rate,
+                             record["train_loss"])
+                logging_seconds += time.perf_counter() - now
+            if checkpoints.due(step) or step == cfg.steps:
+                checkpoints.save(step, {
+                    "theta": theta, "buffers": buffers, "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "records": records, "total": total,
+                    "step": step, "elapsed": time.perf_counter() - t0,
+                    "logging_seconds": logging_seconds})
     finally:
         model.train(was_training)
     curve.theta = theta.detach()
