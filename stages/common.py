@@ -30,6 +30,24 @@ def checkpoint_dir(stage: str, params: Params, *sections: str) -> Path:
     return CHECKPOINTS / stage / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def networks_hash(*seeds: int) -> str:
+    """16 hex digits of the sha256 of the base networks' files: a checkpoint folder keyed by it
+    starts afresh when a base network is retrained."""
+    import hashlib
+    digest = hashlib.sha256()
+    for seed in seeds:
+        digest.update(model_file(seed).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def publish(source: Path, target: Path) -> None:
+    """Copy a finished folder of results (path records, milestones, end points) from a stage's
+    checkpoint folder to its DVC output ``target``, leaving out the resumable checkpoints."""
+    import shutil
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+
+
 def model_file(seed: int) -> Path:
     return MODELS / f"seed{seed}.safetensors"
 

@@ -3,8 +3,11 @@ along the geodesic, against the straight line and a trained quadratic Bezier cur
 
 Writes ``metrics/connect.json``, ``plots/connect.csv`` (accuracy along the normalised path
 position, every method), ``plots/connect/paths.png``, ``plots/connect/plane.png`` and
-``paths/connect/`` (the geodesic's checkpoints and end point, the Bezier middle point). One
-MLflow run with a nested run per method: per-step metrics, checkpoints and figures.
+``paths/connect/`` (the geodesic's records, milestones and end point, the Bezier middle point).
+The geodesic and the Bezier training checkpoint under ``checkpoints/connect/<hash of the
+settings>/<hash of the two base networks>/<method>``, outside DVC's outputs: a killed stage
+resumes where it stopped. One MLflow run with a nested run per method: per-step metrics,
+checkpoints and figures.
 
     python -m stages.connect
 """
@@ -21,11 +24,13 @@ from geodesic.device import resolve_device
 from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
-from stages.common import METRICS, PATHS, PLOTS, load_base_model, load_data, main, params_dict
+from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
+                           main, networks_hash, params_dict, publish)
 
 log = logging.getLogger("stages.connect")
 OUT = PATHS / "connect"
 FIGURES = PLOTS / "connect"
+SECTIONS = ("data", "model", "train", "connect")
 
 
 def connect_stage(params: Params) -> None:
@@ -39,29 +44,32 @@ def connect_stage(params: Params) -> None:
     ends = endpoints(load_base_model(params, c.seeds[0], device),
                      load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
                      c.metric_batch)
-    with tracking.stage_run("connect", params_dict(params, "data", "model", "train", "connect")):
+    resume = checkpoint_dir("connect", params, *SECTIONS) / networks_hash(*c.seeds)
+    with tracking.stage_run("connect", params_dict(params, *SECTIONS)):
         first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
         ends_scores = {"w1_test_acc": first["test_acc"], "w2_test_acc": second["test_acc"],
                        "w1_test_loss": first["test_loss"], "w2_test_loss": second["test_loss"]}
         tracking.log_metrics(ends_scores)
-        results = [_baseline(name, ends, c) for name in c.baselines]
+        results = [_baseline(name, ends, c, resume / name) for name in c.baselines]
         bezier = next((r for r in results if r.name == "bezier"), None)
         plane = Plane.through(ends.w1, ends.w2, bezier.curve.theta) if bezier else None
         with tracking.method_run("geodesic", to_dict(c)):
-            geodesic = run_geodesic(ends, c, OUT / "geodesic", plane,
+            geodesic = run_geodesic(ends, c, resume / "geodesic", plane,
                                     callbacks=(tracking.MLflowCallback(),))
+            publish(resume / "geodesic", OUT / "geodesic")
             tracking.log_metrics(geodesic.metrics)
             tracking.log_artifact(OUT / "geodesic" / "final.safetensors", "path")
         results.insert(0, geodesic)
         _report(ends, results, plane, bezier, c, ends_scores)
 
 
-def _baseline(name: str, ends, c):
+def _baseline(name: str, ends, c, directory):
     with tracking.method_run(name, to_dict(c)):
         result = run_curve(name, ends, c,
                            on_record=lambda r: tracking.log_metrics(r, step=r["step"]),
                            on_point=lambda i, p: tracking.log_metrics(
-                               {f"path_{k}": v for k, v in p.items()}, step=i))
+                               {f"path_{k}": v for k, v in p.items()}, step=i),
+                           directory=directory)
         tracking.log_metrics(result.metrics)
         if hasattr(result.curve, "theta"):
             file = OUT / name / "theta.safetensors"

@@ -4,9 +4,12 @@
 
 Reads ``data/prepared`` and the sections ``model`` and ``continual`` of ``params.yaml``; writes
 ``metrics/continual.json`` (both scenarios), ``plots/continual_matrix.csv`` and
-``plots/continual/matrix_<scenario>.png``, and the paths under ``paths/continual/<hash>``
-(named by the parameters, so a rerun with the same ones resumes). MLflow: one run for the stage,
-one nested run per scenario and method with per-step metrics and the checkpoints as artifacts.
+``plots/continual/matrix_<scenario>.png``, and the geodesic's paths under
+``paths/continual/<scenario>/geodesic/task<t>`` (records, milestones, end points). Every method
+checkpoints under ``checkpoints/continual/<hash of the parameters>/<scenario>/<method>/task<t>``,
+outside DVC's outputs, so a killed stage resumes where it stopped (also under ``dvc repro``,
+which deletes outputs before it runs a stage). MLflow: one run for the stage, one nested run per
+scenario and method with per-step metrics and the checkpoints as artifacts.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from geodesic.models import build_model
 from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
-from stages.common import METRICS, PATHS, PLOTS, load_data, main, params_dict
+from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main, params_dict,
+                           publish)
 
 log = logging.getLogger("stages.continual")
 
@@ -64,13 +68,14 @@ def continual_stage(params: Params) -> None:
     except ValueError as exc:
         raise ParamsError("continual.n_tasks", c.n_tasks, str(exc)) from exc
     depends = params_dict(params, "data", "model", "continual")
-    folder = PATHS / "continual" / tracking.params_hash(depends)
+    folder = checkpoint_dir("continual", params, "data", "model", "continual")
     doc = {"benchmark": c.benchmark, "n_tasks": c.n_tasks, "scenarios": {}}
     with tracking.stage_run("continual", depends):
         for scenario in c.scenarios:
             doc["scenarios"][scenario] = {"methods": {
                 name: run_method(params, data, tasks, scenario, name, folder, device)
                 for name in ["geodesic", *c.baselines]}}
+        publish(folder, PATHS / "continual")
         write_json(METRICS / "continual.json", doc)
         write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")
         for file in [METRICS / "continual.json", PLOTS / "continual_matrix.csv",

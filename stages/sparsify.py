@@ -16,10 +16,8 @@ run per method with every step record, every checkpoint and the per-level table.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -34,20 +32,13 @@ from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
 from geodesic.train import TrainConfig
 from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
-                           main, model_file, params_dict)
+                           main, networks_hash, params_dict, publish)
 
 log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
 SECTIONS = ("data", "model", "train", "sparsify")
 
 
-def publish_path(directory: Path, method: str) -> None:
-    """Copy a finished traversal (records, milestones, final weights; not its checkpoints) from
-    the stage's checkpoint folder to the DVC output ``paths/sparsify/<method>``."""
-    if (directory / "records.json").exists():
-        target = PATHS / "sparsify" / method
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(directory, target, ignore=shutil.ignore_patterns("checkpoints", ".*"))
 
 
 def write_plots(table: dict, levels: list[str]) -> None:
@@ -84,8 +75,7 @@ def sparsify_stage(params: Params) -> None:
     dense_test = accuracy(model, ctx.split("test"))[0]
     dense_val = accuracy(model, ctx.split("val"))[0]
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
-    base = hashlib.sha256(model_file(s.seed).read_bytes()).hexdigest()[:16]
-    resume = checkpoint_dir("sparsify", params, *SECTIONS) / base  # a retrained base: afresh
+    resume = checkpoint_dir("sparsify", params, *SECTIONS) / networks_hash(s.seed)
     levels = [repr(float(p)) for p in s.levels]
     with tracking.stage_run("sparsify", params_dict(params, *SECTIONS)):
         tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})
@@ -93,7 +83,8 @@ def sparsify_stage(params: Params) -> None:
             with tracking.method_run(method, {"method": method}):
                 callbacks = [tracking.MLflowCallback()]
                 results = SPARSIFY_METHODS.get(method)(ctx, resume / method, callbacks)
-                publish_path(resume / method, method)
+                if (resume / method / "records.json").exists():  # a traversal
+                    publish(resume / method, PATHS / "sparsify" / method)
                 rows = score(ctx, results)
                 table["methods"][method] = rows
                 for level, row in rows.items():
