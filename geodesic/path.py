@@ -116,7 +116,10 @@ class StateCheckpoints:
 
     def latest(self):
         found = _newest_intact(self.directory, self.device, "state") if self.directory else None
-        return unpack(found[0], found[1]["state"]) if found is not None else None
+        if found is None:
+            return None
+        log.info("%s: resuming from step %s", self.directory, found[1]["step"])
+        return unpack(found[0], found[1]["state"])
 
     def save(self, step: int, state) -> FsPath | None:
         if self.directory is None:

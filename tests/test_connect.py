@@ -250,10 +250,6 @@ def test_bezier_training_is_deterministic(digits, trained):
     assert not torch.equal(first.curve.theta, 0.5 * (space.get(net) + space.get(twin)))
 
 
-class Killed(Exception):
-    """Stands for a SIGKILL in the middle of the Bezier training."""
-
-
 def test_an_interrupted_bezier_training_resumes_to_the_uninterrupted_curve(digits, trained,
                                                                            tmp_path):
     from geodesic.path import StateCheckpoints
@@ -267,7 +263,7 @@ def test_an_interrupted_bezier_training_resumes_to_the_uninterrupted_curve(digit
         def on_record(record):
             seen.append(record)
             if len(seen) > records:
-                raise Killed
+                raise KeyboardInterrupt  # as a kill would stop it
         return fit_bezier(net, space, space.get(net), space.get(twin), digits.train, cfg,
                           on_record, StateCheckpoints(directory, 4)), seen
 
@@ -278,7 +274,7 @@ def test_an_interrupted_bezier_training_resumes_to_the_uninterrupted_curve(digit
     for cut in ([2], [4], [1, 3]):  # after steps 10 / 20 (checkpoints at 8 / 20), twice
         folder = tmp_path / "-".join(map(str, cut))
         for records in cut:
-            with pytest.raises(Killed):
+            with pytest.raises(KeyboardInterrupt):
                 fit(folder, records)
         resumed, logged = fit(folder)
         assert len(logged) < len(full.records)  # continued, not started afresh

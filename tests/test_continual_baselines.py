@@ -141,12 +141,8 @@ def test_bad_continual_params_name_the_key_and_the_allowed_values(section, messa
         parse_params({"continual": section})
 
 
-class Killed(Exception):
-    """Stands for a SIGKILL in the middle of a method's task sequence."""
-
-
 class KillAfter(Callback):
-    """Counts the step records it sees and raises :class:`Killed` after ``limit`` of them."""
+    """Counts the step records it sees and raises KeyboardInterrupt after ``limit`` of them."""
 
     def __init__(self, limit=10 ** 9):
         self.limit, self.calls = limit, 0
@@ -154,7 +150,7 @@ class KillAfter(Callback):
     def on_step(self, record, w):
         self.calls += 1
         if self.calls > self.limit:
-            raise Killed
+            raise KeyboardInterrupt  # as a kill would stop it
 
 
 @pytest.mark.parametrize("name", ["finetune", "ewc", "si", "lwf", "replay", "geodesic"])
@@ -178,7 +174,7 @@ def test_an_interrupted_sequence_resumes_to_the_uninterrupted_result(tasks, tmp_
     for cut in ([n // 2], [n - 2], [n // 5, n * 3 // 5]):
         folder = tmp_path / "-".join(map(str, cut))
         for limit in cut:
-            with pytest.raises(Killed):
+            with pytest.raises(KeyboardInterrupt):
                 run(folder, KillAfter(limit))
         counter = KillAfter()
         resumed, w = run(folder, counter)

@@ -162,12 +162,8 @@ def test_magnitude_costs_nothing_and_is_exact():
         "0.98": (0.0, round(0.98 * proj.count) / proj.count)}
 
 
-class Killed(Exception):
-    """Stands for a SIGKILL in the middle of a baseline's training."""
-
-
 class Counted:
-    """The loss, counting its calls and raising :class:`Killed` after ``limit`` of them."""
+    """The loss, counting its calls and raising KeyboardInterrupt after ``limit`` of them."""
 
     def __init__(self, loss, limit=10 ** 9):
         self.loss, self.limit, self.calls = loss, limit, 0
@@ -175,7 +171,7 @@ class Counted:
     def __call__(self, net, idx):
         self.calls += 1
         if self.calls > self.limit:
-            raise Killed
+            raise KeyboardInterrupt  # as a kill would stop it
         return self.loss(net, idx)
 
 
@@ -207,7 +203,7 @@ def test_an_interrupted_baseline_resumes_to_the_uninterrupted_result(method, tmp
     for cut in ([4], [14], [1, 9], [20]):
         folder = tmp_path / f"{method}-{'-'.join(map(str, cut))}"
         for calls in cut:
-            with pytest.raises(Killed):
+            with pytest.raises(KeyboardInterrupt):
                 run(Counted(loss, calls), folder)
         assert len(checkpoint_files(folder)) <= 2
         if cut == [20]:  # an altered newest checkpoint: the one before it is used

@@ -156,7 +156,6 @@ def fit_bezier(model: nn.Module, space: ParameterSpace, w1: Tensor, w2: Tensor, 
         gen.set_state(state["generator"])
         records, total, first = state["records"], state["total"], state["step"]
         elapsed, logging_seconds = state["elapsed"], state["logging_seconds"]
-        log.info("bezier: resuming at step %d", first + 1)
     t0 = time.perf_counter() - elapsed
     last_log = t0
     try:
