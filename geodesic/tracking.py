@@ -31,6 +31,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from geodesic.errors import TrackingUnavailable
@@ -70,6 +71,21 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def open_store(uri: str) -> None:
+    """Open the tracking store at ``uri`` once, so that it exists. A SQLite store is opened
+    under an exclusive lock on ``<database>.lock``: processes that open a new database at the
+    same moment (two sweep points, two stages) would otherwise all run its schema migrations,
+    and all but one fail."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+    lock = Path(f"{uri[len('sqlite:///'):].split('?')[0]}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(uri)  # creates the tables of a new database
+
+
 def experiment_id(name: str, root: Path | None = None) -> str:
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
@@ -77,7 +93,13 @@ def experiment_id(name: str, root: Path | None = None) -> str:
         return found.experiment_id
     location = (project_root(root) / ARTIFACT_DIR / name).as_uri()
     kwargs = {"artifact_location": location} if tracking_uri(root).startswith("sqlite:") else {}
-    return client.create_experiment(name, **kwargs)
+    try:
+        return client.create_experiment(name, **kwargs)
+    except MlflowException:  # a concurrent run created it since we looked
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def extra_tags() -> dict[str, str]:
@@ -122,6 +144,7 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
     :class:`TrackingUnavailable` at once when the tracking server is down."""
     check_reachable(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
+    open_store(tracking_uri())
     exp = experiment_id(experiment or stage)
     mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
@@ -139,6 +162,7 @@ def pipeline_run(name: str, root: Path, params: dict | None = None, tags: dict |
     """A flow's own run in the ``pipeline`` experiment of the project at ``root`` (nested in
     the active run, if any); stage runs attach to it through :func:`child_env`."""
     mlflow.set_tracking_uri(tracking_uri(root))
+    open_store(tracking_uri(root))
     exp = experiment_id(PIPELINE_EXPERIMENT, root)
     tags = {"git_commit": git_commit(root), **extra_tags(), **(tags or {})}
     nested = mlflow.active_run() is not None
