@@ -10,6 +10,11 @@ point (``GEODESIC_PARENT_RUN_ID``) with the tags ``sweep_id``, ``sweep_point`` a
 (``sweep-<id>``) and, in the sweep's MLflow run, ``comparison.md``, ``comparison.csv`` and
 ``comparison.png``. A point that fails is recorded with its error and the others still run; the
 flow then raises :class:`SweepFailed` naming the failed points.
+
+Points of sweeps running at the same time on one machine do not collide: DVC runs ``--temp``
+experiments side by side, each in its own copy whose outputs and ``checkpoints/`` (ignored by
+git, so never copied in) are its own, and the MLflow store they share is opened safely
+(:func:`geodesic.tracking.open_store`).
 """
 from __future__ import annotations
 
