@@ -57,9 +57,16 @@ def steps_done(project, folders: str) -> int:
     return total
 
 
-def killed_inside(stage: str, folders: str, base, tmp_path) -> tuple[str, dict, dict]:
-    """Run ``stage`` uninterrupted, and killed inside the baseline whose checkpoint folders
-    match ``folders`` then rerun; returns (the rerun's log, its metrics, the reference's)."""
+@pytest.mark.parametrize("stage, folders, logged", [
+    ("continual", "checkpoints/continual/*/class-il/ewc/task*", r"class-il/ewc/task\d"),
+    pytest.param("sparsify", "checkpoints/sparsify/*/*/imp", "/imp", marks=pytest.mark.slow),
+    pytest.param("connect", "checkpoints/connect/*/*/bezier", "/bezier",
+                 marks=pytest.mark.slow),
+], ids=["continual-ewc", "sparsify-imp", "connect-bezier"])
+def test_a_stage_killed_inside_a_baseline_resumes_to_the_same_metrics(stage, folders, logged,
+                                                                      base, tmp_path):
+    """``folders``: the baseline's checkpoint folders (one per continual task); ``logged``:
+    how the rerun names the folder it resumes from."""
     root, env = base
     reference = copy_inputs(root, tmp_path / "reference")
     result = run_stage(stage, reference, env)
@@ -77,28 +84,7 @@ def killed_inside(stage: str, folders: str, base, tmp_path) -> tuple[str, dict, 
 
     rerun = kill_and_rerun(stage, cut, env, lambda: steps_done(cut, folders) >= target,
                            jitter=0.05, metrics=metrics, killed=inside)
-    return (rerun.stderr, json.loads((cut / metrics).read_text()),
-            json.loads((reference / metrics).read_text()))
-
-
-def test_continual_killed_inside_ewc_resumes_to_the_same_metrics(base, tmp_path):
-    log, resumed, uninterrupted = killed_inside(
-        "continual", "checkpoints/continual/*/class-il/ewc/task*", base, tmp_path)
-    assert re.search(r"class-il/ewc/task\d: resuming from step \d+", log)
-    assert strip_timing(resumed) == strip_timing(uninterrupted)
-
-
-@pytest.mark.slow
-def test_sparsify_killed_inside_imp_resumes_to_the_same_metrics(base, tmp_path):
-    log, resumed, uninterrupted = killed_inside(
-        "sparsify", "checkpoints/sparsify/*/*/imp", base, tmp_path)
-    assert re.search(r"/imp: resuming from step \d+", log)
-    assert strip_timing(resumed) == strip_timing(uninterrupted)
-
-
-@pytest.mark.slow
-def test_connect_killed_inside_the_bezier_training_resumes_to_the_same_metrics(base, tmp_path):
-    log, resumed, uninterrupted = killed_inside(
-        "connect", "checkpoints/connect/*/*/bezier", base, tmp_path)
-    assert re.search(r"/bezier: resuming from step \d+", log)
+    assert re.search(logged + r": resuming from step \d+", rerun.stderr)
+    resumed = json.loads((cut / metrics).read_text())
+    uninterrupted = json.loads((reference / metrics).read_text())
     assert strip_timing(resumed) == strip_timing(uninterrupted)

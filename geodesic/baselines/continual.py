@@ -119,10 +119,7 @@ class Template:
         step, last_cost, elapsed = 0, 0, 0.0
         state = checkpoints.latest()
         if state is not None:
-            space.set(model, state["w"])
-            with torch.no_grad():
-                for name, buffer in model.named_buffers():
-                    buffer.copy_(state["buffers"][name])
+            model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             batches.load_state_dict(state["batches"])
             stop.load_state_dict(state["stop"])
@@ -135,8 +132,8 @@ class Template:
         t0 = time.perf_counter() - elapsed
 
         def snapshot(finished: bool) -> dict:
-            return {"w": space.get(model), "buffers": dict(model.named_buffers()),
-                    "optimizer": opt.state_dict(), "batches": batches.state_dict(),
+            return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "batches": batches.state_dict(),
                     "stop": stop.state_dict(), "plugins": [p.state_dict() for p in self.plugins],
                     "step": step, "last_cost": last_cost, "evals": ctx.evals,
                     "seconds": time.perf_counter() - t0, "finished": finished}

@@ -84,18 +84,14 @@ class MaskedSGD:
         if resume is None:
             order, cursor, first = torch.randperm(n, generator=generator), 0, 0
         else:
-            space.set(net, resume["w"])
-            with torch.no_grad():
-                for name, buffer in net.named_buffers():
-                    buffer.copy_(resume["buffers"][name])
+            net.load_state_dict(resume["network"])
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["scheduler"])
             order, cursor, first = resume["order"], resume["cursor"], resume["step"]
 
         def state(step: int) -> dict:
-            return {"step": step, "w": space.get(net), "buffers": dict(net.named_buffers()),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "order": order, "cursor": cursor}
+            return {"step": step, "network": net.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "order": order, "cursor": cursor}
 
         for j in range(first, steps):
             if cursor + self.batch_size > n:
