@@ -8,10 +8,11 @@ the level), ``plots/sparsify.csv`` and ``plots/sparsify.png`` (test accuracy aga
 per method), ``outputs/sparsify/<method>.safetensors`` (each method's network at the last
 level), ``paths/sparsify/<method>/`` (the traversals: records, milestones, final weights).
 
-The traversals and the baselines' trainings checkpoint under ``checkpoints/sparsify/<hash of the
-settings>/<hash of the base network>/<method>``, outside DVC's outputs: a killed stage resumes
-where it stopped; changed settings or a retrained base network start afresh. MLflow: one run for the stage, one nested
-run per method with every step record, every checkpoint and the per-level table.
+The traversals and the baselines' trainings checkpoint under ``checkpoints/sparsify/<hash of
+the settings>/<hash of the base network>/<method>``, outside DVC's outputs: a killed stage
+resumes where it stopped; changed settings or a retrained base network start afresh. MLflow:
+one run for the stage, one nested run per method with every step record, every checkpoint and
+the per-level table.
 """
 from __future__ import annotations
 

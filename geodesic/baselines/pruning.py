@@ -70,7 +70,7 @@ class MaskedSGD:
         """``steps`` masked steps from w on minibatches of range(n); returns the new w.
 
         ``on_step(j, state)`` is called after step j with a function returning the run's state
-        (weights, buffers, optimizer, schedule, minibatch order and position); a call with
+        (the network's state_dict, optimizer, schedule, minibatch order and position); a call with
         ``resume`` = such a state continues after its step as if never stopped (the caller
         restores ``generator``)."""
         if steps <= 0:
