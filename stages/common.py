@@ -22,12 +22,26 @@ CHECKPOINTS = Path("checkpoints")
 
 def checkpoint_dir(stage: str, params: Params, *sections: str) -> Path:
     """Where a stage keeps its resumable checkpoints: ``checkpoints/<stage>/<hash>``, the hash
-    of the sections it depends on. Not a DVC output, so ``dvc repro`` does not delete it before
-    rerunning the stage: a killed stage resumes, and changed parameters start afresh."""
+    of the sections it depends on and of the code (:func:`code_hash`). Not a DVC output, so
+    ``dvc repro`` does not delete it before rerunning the stage: a killed stage resumes, and
+    changed parameters or code start afresh (never finishing what other code began)."""
     import hashlib
     import json
-    key = json.dumps(params_dict(params, *sections), sort_keys=True)
+    key = json.dumps(params_dict(params, *sections), sort_keys=True) + code_hash()
     return CHECKPOINTS / stage / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def code_hash() -> str:
+    """The sha256 of the sources of the library and the stages (``geodesic/``, ``stages/``)."""
+    import hashlib
+
+    import geodesic
+    digest = hashlib.sha256()
+    for package in (Path(geodesic.__file__).parent, Path(__file__).parent):
+        for file in sorted(package.rglob("*.py")):
+            digest.update(file.relative_to(package.parent).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def networks_hash(*seeds: int) -> str:

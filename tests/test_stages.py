@@ -145,3 +145,19 @@ def test_an_unreachable_tracking_server_stops_the_stage_before_compute(project):
     assert f"MLflow tracking server http://127.0.0.1:{port} does not answer" in result.stderr
     assert "unset MLFLOW_TRACKING_URI" in result.stderr
     assert not (cwd / "data/prepared").exists()
+
+
+def test_checkpoints_of_other_code_or_other_parameters_are_not_resumed(monkeypatch):
+    """The checkpoint folder is named by the stage's parameters and the code: a rerun after
+    either changed starts afresh instead of finishing what other code began."""
+    import dataclasses
+
+    from geodesic.params import load_params
+    from stages import common
+    params = load_params(ROOT / "params.yaml")
+    here = common.checkpoint_dir("train", params, "data", "model", "train")
+    assert here == common.checkpoint_dir("train", params, "data", "model", "train")
+    other = dataclasses.replace(params, train=dataclasses.replace(params.train, lr=0.07))
+    assert common.checkpoint_dir("train", other, "data", "model", "train") != here
+    monkeypatch.setattr(common, "code_hash", lambda: "an edited geodesic/train.py")
+    assert common.checkpoint_dir("train", params, "data", "model", "train") != here
