@@ -14,11 +14,12 @@ median SGD-step time in the same run.
 Memory: each configuration runs in a fresh subprocess with glibc's malloc told to map every
 block over 64 kB separately (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident
 set at once. It sets up the model, batch and metric, warms up (one SGD step with a separate
-optimiser, deleted after, or one metric-vector product: kernels and libraries load), records
+optimiser, deleted after, or one traversal step: kernels and libraries load, the reference
+outputs f(x; w0) are computed once and cached as in the loop), records
 the resident set size, resets the peak (Linux ``/proc/self/clear_refs``), runs one SGD step
-(a fresh momentum optimiser: its buffers and the gradients count) or one traversal step while
-holding a previous linearisation (in the loop, step k's is alive while step k+1's is built),
-and reports peak minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
+(a fresh momentum optimiser: its buffers and the gradients count) or one traversal step (the
+loop frees a step's linearisation and vectors before the next step builds its own), and
+reports peak minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
 allocation before. The ratio is that increase over the SGD step's. ``product`` is the
 metric alone (linearise at w and one metric-vector product, no loop or solver state).
 """
@@ -90,12 +91,8 @@ def probe(name: str, config: str, batch: int) -> dict:
         go = lambda: metric.at(w).mvp(theta)
     else:
         step, metric = stepper(name, config, model, x)
-        warm = metric.at(metric.space.get(model))  # loads the forward, tangent, backward kernels
-        warm.mvp(warm.pullback(torch.ones_like(warm.z)))
-        del warm
-        held = []
-        # in the loop, step k's linearisation is alive while step k+1's is built: hold one
-        go = lambda: (held.append(metric.at(metric.space.get(model))), step(1))
+        step(1)  # kernels load, the reference outputs f(x; w0) are computed and cached
+        go = step
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()

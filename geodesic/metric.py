@@ -105,7 +105,7 @@ class ParameterSpace:
         return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
 
     def get(self, model: nn.Module) -> Tensor:
-        return self.flatten(dict(model.named_parameters())).detach().clone()
+        return self.flatten(dict(model.named_parameters())).detach()  # cat copies
 
     @torch.no_grad()
     def set(self, model: nn.Module, w: Tensor) -> None:

@@ -85,18 +85,21 @@ class ConjugateGradient:
 
     def _lanczos(self, local: LocalMetric, c: Tensor, eta: float) -> Step:
         c_norm = c.norm()
-        basis = [c / c_norm.clamp_min(1e-30)]
+        basis = c.new_empty(self.iters, c.numel())  # rows q_0 .. q_{k-1}: the Krylov basis Q^T
+        basis[0] = c / c_norm.clamp_min(1e-30)
         alphas, betas = [], []
         for j in range(self.iters):
             u = local.mvp(basis[j])
-            alphas.append(basis[j].dot(u))
-            for q in basis:  # full reorthogonalisation: k is small
-                u = u - q.dot(u) * q
+            q = basis[: j + 1]
+            h = q @ u
+            alphas.append(h[j])
+            u.addmv_(q.T, h, alpha=-1.0)  # full reorthogonalisation, classical Gram-Schmidt
+            u.addmv_(q.T, q @ u, alpha=-1.0)  # ... applied twice ("twice is enough")
             b = u.norm()
             if j + 1 == self.iters or b <= 1e-10 * alphas[0].abs().clamp_min(1e-30):
                 break
             betas.append(b)
-            basis.append(u / b)
+            torch.div(u, b, out=basis[j + 1])
         k = len(alphas)
         t = torch.diag(torch.stack(alphas)).double()
         if k > 1:
@@ -116,7 +119,7 @@ class ConjugateGradient:
                 lo, hi = (mid, hi) if solve(mid).norm() > eta else (lo, mid)
             y = solve(hi)
         y = y.to(c.dtype)
-        theta = torch.stack(basis[:k], dim=1) @ y
+        theta = basis[:k].T @ y
         quad = y.dot(t.to(c.dtype) @ y)
         return Step(theta, quad, None)
 
@@ -167,8 +170,8 @@ class Penalty:
         return cls()
 
     def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
-        d = beta * v - local.distance_gradient()
-        return Step(eta * d / d.norm().clamp_min(1e-30))
+        d = torch.sub(v, local.distance_gradient(), alpha=1.0 / beta)  # d / beta: same theta
+        return Step(d.mul_(eta / d.norm().clamp_min(1e-30)))
 
 
 def build_solver(settings) -> "ConjugateGradient | ProjectedGradient | Penalty":
