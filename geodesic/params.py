@@ -244,6 +244,30 @@ class ConnectSettings(GeodesicSettings):
             raise ParamsError(f"{prefix}.baselines", self.baselines, "distinct curve names")
 
 
+# --- tracking -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackingSettings:
+    """Where MLflow records go when the tracking server does not answer (see
+    :mod:`geodesic.tracking`).
+
+    Read with every other section by the entry points (``stages.common.main``, the flows),
+    which hand it to :func:`geodesic.tracking.configure`; no stage receives it or lists it as
+    a DVC parameter: it changes where records are written, never a result, so switching it
+    reruns no stage and leaves the runs' ``params_hash`` tags alone."""
+
+    when_unreachable: str = setting("fail", "fail: stop before compute (exit 3); offline: "
+                                    "record in offline_store, upload later with `geodesic "
+                                    "sync`", choices=("fail", "offline"))
+    offline_store: str = setting("mlruns-offline", "folder of the offline store (relative to "
+                                 "the project root)")
+
+    def validate(self, prefix: str) -> None:
+        if not self.offline_store.strip():
+            raise ParamsError(f"{prefix}.offline_store", self.offline_store, "a folder name")
+
+
 # --- all sections ---------------------------------------------------------------------------
 
 
@@ -256,6 +280,8 @@ class Params:
     continual: ContinualSettings = setting(ContinualSettings(), "continual learning (stage "
                                            "continual)")
     connect: ConnectSettings = setting(ConnectSettings(), "mode connectivity (stage connect)")
+    tracking: TrackingSettings = setting(TrackingSettings(), "MLflow when the tracking server "
+                                         "does not answer (no DVC parameter)")
 
     def validate(self, prefix: str) -> None:
         """Checks across sections: the model fits the data; the stages use trained seeds."""

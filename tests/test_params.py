@@ -62,6 +62,8 @@ BAD = [
     ("continual.n_tasks", 0, ">= 1"),
     ("connect.max_steps", -1, ">= 0"),
     ("sparsify", [1, 2], "a mapping with keys"),
+    ("tracking.when_unreachable", "retry", "one of fail, offline"),
+    ("tracking.offline_store", " ", "a folder name"),
     ("unknown_section", {}, "a known key of params"),
 ]
 
