@@ -47,15 +47,24 @@ from geodesic.params import GeodesicSettings  # noqa: E402
 from geodesic.solvers import SOLVERS, build_solver  # noqa: E402
 from geodesic.traverse import traverse  # noqa: E402
 
-SOLVER_NAMES = ["cg", "qp", "penalty"]
+CONFIGS = {  # measured configuration -> overrides of the default GeodesicSettings
+    "cg": {"solver": "cg"},
+    "cg-output": {"solver": "cg", "cg_mode": "output_basis"},
+    "cg5": {"solver": "cg", "cg_iters": 5},
+    "cg5-output": {"solver": "cg", "cg_iters": 5, "cg_mode": "output_basis"},
+    "qp": {"solver": "qp"},
+    "penalty": {"solver": "penalty"},
+}
+SOLVER_NAMES = list(CONFIGS)
 DEFAULT_ROUNDS = {"mlp": 20, "mlp784": 20, "vgg11": 3, "vgg11_bn": 3, "vgg16": 2, "vgg16_bn": 2}
 
 
-def stepper(name: str, solver_name: str, model, x):
-    """A closure that makes one traversal step with ``solver_name`` and default settings;
-    returns the metric so the caller can read ``evals``."""
-    settings = dataclasses.replace(GeodesicSettings(), solver=solver_name)
-    assert solver_name in SOLVERS
+def stepper(name: str, config: str, model, x):
+    """A closure that makes one traversal step with a solver name or a name of ``CONFIGS``
+    (default settings otherwise); returns the metric so the caller can read ``evals``."""
+    overrides = CONFIGS.get(config, {"solver": config})
+    settings = dataclasses.replace(GeodesicSettings(), **overrides)
+    assert settings.solver in SOLVERS
     solver = build_solver(settings)
     metric = FunctionalMetric(model, x, settings.output)
     w0 = metric.space.get(model)

@@ -14,6 +14,7 @@ MODELS = ("mlp", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
 SOLVERS = ("qp", "cg", "penalty")
 OUTPUTS = ("logits", "probs", "fisher")
 DEVICES = ("auto", "cpu", "cuda")
+CG_MODES = ("trust_region", "output_basis", "rescale")
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
                   "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
 
@@ -64,8 +65,9 @@ class GeodesicSettings:
     metric_batch: int = setting(256, "inputs the metric averages over", low=1)
     cg_iters: int = setting(10, "conjugate-gradient iterations per step (cg)", low=1)
     damping: float = setting(1e-3, "damping lambda of g + lambda I (cg)", low=0.0, low_open=True)
-    cg_mode: str = setting("trust_region", "cg: exact Krylov trust-region step, or CG then "
-                           "rescaling to eta", choices=("trust_region", "rescale"))
+    cg_mode: str = setting("trust_region", "cg: exact Krylov trust-region step (basis in weight "
+                           "space, or in output space: memory of one product), or CG then "
+                           "rescaling to eta", choices=CG_MODES)
     qp_iters: int = setting(20, "inner iterations of the constrained solve (qp)", low=1)
     max_steps: int = setting(2000, "step budget of the whole traversal", low=0)
     eval_every: int = setting(10, "held-out evaluation every k steps", low=1)

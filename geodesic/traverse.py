@@ -146,6 +146,7 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
             eta /= 2
             log.warning("non-finite step at step %d: eta halved to %g", step + 1, eta)
         quad = result.quad if theta is result.theta else None
+        del v, result  # not needed past the solve: free before measuring theta^T g theta
         if quad is None:
             evals = metric.evals
             quad = local.quadratic(theta)

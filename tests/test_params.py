@@ -51,7 +51,7 @@ BAD = [
     ("sparsify.output", "kl", "one of logits, probs, fisher"),
     ("sparsify.seed", 7, "one of train.seeds"),
     ("sparsify.metric_batch", 0, ">= 1"),
-    ("sparsify.cg_mode", "exact", "one of trust_region, rescale"),
+    ("sparsify.cg_mode", "exact", "one of trust_region, output_basis, rescale"),
     ("continual.damping", 0.0, "> 0.0"),
     ("continual.cg_iters", 0, ">= 1"),
     ("connect.seeds", [1, 1], "two distinct seeds"),
