@@ -14,11 +14,12 @@ median SGD-step time in the same run.
 Memory: each configuration runs in a fresh subprocess with glibc's malloc told to map every
 block over 64 kB separately (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident
 set at once. It sets up the model, batch and metric, warms up (one SGD step with a separate
-optimiser, deleted after, or one metric-vector product: kernels and libraries load), records
+optimiser, deleted after, or one traversal step: kernels and libraries load, the reference
+outputs f(x; w0) are computed once and cached as in the loop), records
 the resident set size, resets the peak (Linux ``/proc/self/clear_refs``), runs one SGD step
-(a fresh momentum optimiser: its buffers and the gradients count) or one traversal step while
-holding a previous linearisation (in the loop, step k's is alive while step k+1's is built),
-and reports peak minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
+(a fresh momentum optimiser: its buffers and the gradients count) or one traversal step (the
+loop frees a step's linearisation and vectors before the next step builds its own), and
+reports peak minus that RSS. On CUDA: ``torch.cuda.max_memory_allocated`` minus the
 allocation before. The ratio is that increase over the SGD step's. ``product`` is the
 metric alone (linearise at w and one metric-vector product, no loop or solver state).
 """
@@ -46,15 +47,24 @@ from geodesic.params import GeodesicSettings  # noqa: E402
 from geodesic.solvers import SOLVERS, build_solver  # noqa: E402
 from geodesic.traverse import traverse  # noqa: E402
 
-SOLVER_NAMES = ["cg", "qp", "penalty"]
+CONFIGS = {  # measured configuration -> overrides of the default GeodesicSettings
+    "cg": {"solver": "cg"},
+    "cg-output": {"solver": "cg", "cg_mode": "output_basis"},
+    "cg5": {"solver": "cg", "cg_iters": 5},
+    "cg5-output": {"solver": "cg", "cg_iters": 5, "cg_mode": "output_basis"},
+    "qp": {"solver": "qp"},
+    "penalty": {"solver": "penalty"},
+}
+SOLVER_NAMES = list(CONFIGS)
 DEFAULT_ROUNDS = {"mlp": 20, "mlp784": 20, "vgg11": 3, "vgg11_bn": 3, "vgg16": 2, "vgg16_bn": 2}
 
 
-def stepper(name: str, solver_name: str, model, x):
-    """A closure that makes one traversal step with ``solver_name`` and default settings;
-    returns the metric so the caller can read ``evals``."""
-    settings = dataclasses.replace(GeodesicSettings(), solver=solver_name)
-    assert solver_name in SOLVERS
+def stepper(name: str, config: str, model, x):
+    """A closure that makes one traversal step with a solver name or a name of ``CONFIGS``
+    (default settings otherwise); returns the metric so the caller can read ``evals``."""
+    overrides = CONFIGS.get(config, {"solver": config})
+    settings = dataclasses.replace(GeodesicSettings(), **overrides)
+    assert settings.solver in SOLVERS
     solver = build_solver(settings)
     metric = FunctionalMetric(model, x, settings.output)
     w0 = metric.space.get(model)
@@ -90,12 +100,8 @@ def probe(name: str, config: str, batch: int) -> dict:
         go = lambda: metric.at(w).mvp(theta)
     else:
         step, metric = stepper(name, config, model, x)
-        warm = metric.at(metric.space.get(model))  # loads the forward, tangent, backward kernels
-        warm.mvp(warm.pullback(torch.ones_like(warm.z)))
-        del warm
-        held = []
-        # in the loop, step k's linearisation is alive while step k+1's is built: hold one
-        go = lambda: (held.append(metric.at(metric.space.get(model))), step(1))
+        step(1)  # kernels load, the reference outputs f(x; w0) are computed and cached
+        go = step
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()

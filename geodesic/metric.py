@@ -105,7 +105,7 @@ class ParameterSpace:
         return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
 
     def get(self, model: nn.Module) -> Tensor:
-        return self.flatten(dict(model.named_parameters())).detach().clone()
+        return self.flatten(dict(model.named_parameters())).detach()  # cat copies
 
     @torch.no_grad()
     def set(self, model: nn.Module, w: Tensor) -> None:
@@ -285,6 +285,19 @@ class LocalMetric:
         the small u rather than the n-vector. P J^T u when restricted."""
         grad = self.reduce(self.linear.vjp(u / self.batch))
         return grad if self.mask is None else grad * self.mask
+
+    def output_inner(self, a: Tensor, b: Tensor) -> Tensor:
+        """<a, b> = (1/|B|) sum over the batch of a_x . b_x for output-space tensors (B, m)."""
+        return self.reduce((a * b).sum()) / self.batch
+
+    def output_operator(self, u: Tensor) -> Tensor:
+        """H u, row by row: the output-space operator of the metric at z."""
+        return self.metric.operator(self.z, u)
+
+    def gram(self, u: Tensor) -> Tensor:
+        """J (J^T u / |B|) = J pullback(u): one product, in output space (B, m)."""
+        self.metric.evals += 1
+        return self.jvp(self.pullback(u))
 
     def mvp(self, theta: Tensor) -> Tensor:
         """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""

@@ -16,6 +16,7 @@ MODELS = ("mlp", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
 SOLVERS = ("qp", "cg", "penalty")
 OUTPUTS = ("logits", "probs", "fisher")
 DEVICES = ("auto", "cpu", "cuda")
+CG_MODES = ("trust_region", "output_basis", "rescale")
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
                   "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
 
@@ -66,8 +67,9 @@ class GeodesicSettings:
     metric_batch: int = setting(256, "inputs the metric averages over", low=1)
     cg_iters: int = setting(10, "conjugate-gradient iterations per step (cg)", low=1)
     damping: float = setting(1e-3, "damping lambda of g + lambda I (cg)", low=0.0, low_open=True)
-    cg_mode: str = setting("trust_region", "cg: exact Krylov trust-region step, or CG then "
-                           "rescaling to eta", choices=("trust_region", "rescale"))
+    cg_mode: str = setting("trust_region", "cg: exact Krylov trust-region step (basis in weight "
+                           "space, or in output space: memory of one product), or CG then "
+                           "rescaling to eta", choices=CG_MODES)
     qp_iters: int = setting(20, "inner iterations of the constrained solve (qp)", low=1)
     max_steps: int = setting(2000, "step budget of the whole traversal", low=0)
     eval_every: int = setting(10, "held-out evaluation every k steps", low=1)
@@ -335,6 +337,28 @@ def check_sweep(params: "Params") -> None:
             raise ParamsError("sweep.overrides", params.sweep.overrides,
                               f"points that are valid params, not {point} ({exc.key} = "
                               f"{exc.value!r}: {exc.allowed})") from exc
+# --- tracking -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrackingSettings:
+    """Where MLflow records go when the tracking server does not answer (see
+    :mod:`geodesic.tracking`).
+
+    Read with every other section by the entry points (``stages.common.main``, the flows),
+    which hand it to :func:`geodesic.tracking.configure`; no stage receives it or lists it as
+    a DVC parameter: it changes where records are written, never a result, so switching it
+    reruns no stage and leaves the runs' ``params_hash`` tags alone."""
+
+    when_unreachable: str = setting("fail", "fail: stop before compute (exit 3); offline: "
+                                    "record in offline_store, upload later with `geodesic "
+                                    "sync`", choices=("fail", "offline"))
+    offline_store: str = setting("mlruns-offline", "folder of the offline store (relative to "
+                                 "the project root)")
+
+    def validate(self, prefix: str) -> None:
+        if not self.offline_store.strip():
+            raise ParamsError(f"{prefix}.offline_store", self.offline_store, "a folder name")
 
 
 # --- all sections ---------------------------------------------------------------------------
@@ -351,6 +375,8 @@ class Params:
     connect: ConnectSettings = setting(ConnectSettings(), "mode connectivity (stage connect)")
     sweep: SweepSettings = setting(SweepSettings(), "the scheduled sweep (geodesic serve, "
                                    "deploy); no stage reads it")
+    tracking: TrackingSettings = setting(TrackingSettings(), "MLflow when the tracking server "
+                                         "does not answer (no DVC parameter)")
 
     def validate(self, prefix: str) -> None:
         """Checks across sections: the model fits the data; the stages use trained seeds."""

@@ -17,6 +17,15 @@ every run. Inside ``dvc exp run`` the experiment's name and baseline commit beco
 System metrics (CPU, memory, disk, network; GPU with ``pynvml``) are off by default; set
 ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` (``geodesic repro --system-metrics``) and every
 stage run samples them every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (default 10).
+
+A tracking *server* that does not answer its ``/health`` stops a run before it starts
+(:class:`TrackingUnavailable`), unless the ``tracking`` section of ``params.yaml`` says
+``when_unreachable: offline``: the run and everything nested in it are then written to a local
+store, ``sqlite:///<project root>/<offline_store>/mlflow.db`` with artifacts beside it under
+``mlartifacts``, each run tagged ``intended_tracking_uri`` with the server it was meant for;
+:mod:`geodesic.tracking_sync` (``geodesic sync``) uploads them later. The entry points hand that
+section over with :func:`configure` (``stages.common.main``, the flows), so the stages' code and
+DVC parameters do not mention it: switching it reruns nothing.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +50,8 @@ from geodesic.settings import flatten
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 PIPELINE_EXPERIMENT = "pipeline"
+INTENDED_TAG = "intended_tracking_uri"  # on offline runs: the server they were meant for
+_settings = None  # the ``tracking`` section in force in this process (see configure)
 DVC_EXP_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline"}
 
 
@@ -54,8 +66,20 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
+def sqlite_uri(folder: Path) -> str:
+    """The URI of the local store kept in ``folder`` (its artifacts: ``folder/mlartifacts``)."""
+    return f"sqlite:///{folder / DEFAULT_DB}"
+
+
 def tracking_uri(root: Path | None = None) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root(root) / DEFAULT_DB}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(project_root(root))
+
+
+def offline_store(settings, root: Path | None = None) -> Path:
+    """The folder of the offline store named by ``settings`` (a
+    :class:`geodesic.params.TrackingSettings`), relative to the project root."""
+    folder = Path(settings.offline_store)
+    return folder if folder.is_absolute() else project_root(root) / folder
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -86,13 +110,17 @@ def open_store(uri: str) -> None:
         MlflowClient(uri)  # creates the tables of a new database
 
 
-def experiment_id(name: str, root: Path | None = None) -> str:
-    client = MlflowClient()
+def experiment_id(name: str, artifacts: Path, client: MlflowClient | None = None) -> str:
+    """The id of experiment ``name`` in the store of ``client`` (default: the active store),
+    created if missing (or looked up again when a concurrent run created it meanwhile). A
+    local (SQLite) store keeps its artifacts under ``artifacts/<name>``; a server puts them
+    where it is configured to."""
+    client = client or MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (project_root(root) / ARTIFACT_DIR / name).as_uri()
-    kwargs = {"artifact_location": location} if tracking_uri(root).startswith("sqlite:") else {}
+    local = client.tracking_uri.startswith("sqlite:")
+    kwargs = {"artifact_location": (artifacts / name).as_uri()} if local else {}
     try:
         return client.create_experiment(name, **kwargs)
     except MlflowException:  # a concurrent run created it since we looked
@@ -132,23 +160,59 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
             return
     except OSError as exc:
-        raise TrackingUnavailable(
-            f"MLflow tracking server {uri} does not answer ({exc}); start it, or unset "
-            f"MLFLOW_TRACKING_URI to record in the local store "
-            f"sqlite:///{project_root() / DEFAULT_DB}") from None
+        raise TrackingUnavailable(f"MLflow tracking server {uri} does not answer ({exc})") from None
+
+
+def configure(settings) -> None:
+    """Make ``settings`` (a :class:`geodesic.params.TrackingSettings`, the ``tracking`` section
+    of ``params.yaml``) decide what the stage and pipeline runs this process opens do when the
+    tracking server does not answer. Without it they stop (:class:`TrackingUnavailable`)."""
+    global _settings
+    _settings = settings
+
+
+def _open_store(root: Path | None) -> tuple[Path, dict[str, str]]:
+    """Point MLflow at the tracking store and return (where a local store keeps artifacts, tags
+    for the runs). A server that does not answer raises :class:`TrackingUnavailable`, or when
+    :func:`configure` said ``when_unreachable: offline`` switches to the offline store (one line
+    on stderr says so) and returns the tag naming the intended server."""
+    uri = tracking_uri(root)
+    try:
+        check_reachable(uri)
+    except TrackingUnavailable as exc:
+        if _settings is None or _settings.when_unreachable != "offline":
+            raise TrackingUnavailable(
+                f"{exc}; start it, unset MLFLOW_TRACKING_URI to record in the local store "
+                f"{sqlite_uri(project_root(root))}, or set tracking.when_unreachable: offline "
+                f"in params.yaml to record offline and upload later with `geodesic sync`"
+            ) from None
+        folder = offline_store(_settings, root)
+        folder.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(sqlite_uri(folder))
+        open_store(sqlite_uri(folder))
+        print(f"MLflow tracking server {uri} does not answer: recording offline in {folder}; "
+              f"upload with `geodesic sync` (python -m pipelines sync) once it is back",
+              file=sys.stderr, flush=True)
+        return folder / ARTIFACT_DIR, {INTENDED_TAG: uri}
+    mlflow.set_tracking_uri(uri)
+    open_store(uri)
+    return project_root(root) / ARTIFACT_DIR, {}
+
+
+def _inherited(parent) -> dict[str, str]:
+    """The tags a nested run takes from its parent: the intended server of an offline run."""
+    return {k: v for k, v in parent.data.tags.items() if k == INTENDED_TAG}
 
 
 @contextmanager
 def stage_run(stage: str, params: dict, experiment: str | None = None):
-    """One MLflow run for one stage execution; yields the active run. Raises
-    :class:`TrackingUnavailable` at once when the tracking server is down."""
-    check_reachable(tracking_uri())
-    mlflow.set_tracking_uri(tracking_uri())
-    open_store(tracking_uri())
-    exp = experiment_id(experiment or stage)
+    """One MLflow run for one stage execution; yields the active run. When the tracking server
+    is down, raises :class:`TrackingUnavailable` at once or records offline (:func:`configure`)."""
+    artifacts, store_tags = _open_store(None)
+    exp = experiment_id(experiment or stage, artifacts)
     mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
-            **extra_tags()}
+            **extra_tags(), **store_tags}
     parent = os.environ.get("GEODESIC_PARENT_RUN_ID")
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -160,12 +224,16 @@ def stage_run(stage: str, params: dict, experiment: str | None = None):
 @contextmanager
 def pipeline_run(name: str, root: Path, params: dict | None = None, tags: dict | None = None):
     """A flow's own run in the ``pipeline`` experiment of the project at ``root`` (nested in
-    the active run, if any); stage runs attach to it through :func:`child_env`."""
-    mlflow.set_tracking_uri(tracking_uri(root))
-    open_store(tracking_uri(root))
-    exp = experiment_id(PIPELINE_EXPERIMENT, root)
-    tags = {"git_commit": git_commit(root), **extra_tags(), **(tags or {})}
-    nested = mlflow.active_run() is not None
+    the active run, if any, and then in its store); stage runs attach to it through
+    :func:`child_env`. A tracking server that is down is handled as in :func:`stage_run`."""
+    parent = mlflow.active_run()
+    if parent is None:
+        artifacts, store_tags = _open_store(root)
+    else:
+        artifacts, store_tags = project_root(root) / ARTIFACT_DIR, _inherited(parent)
+    exp = experiment_id(PIPELINE_EXPERIMENT, artifacts)
+    tags = {"git_commit": git_commit(root), **extra_tags(), **(tags or {}), **store_tags}
+    nested = parent is not None
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=nested) as run:
         if params:
             _log_params(params)
@@ -174,9 +242,10 @@ def pipeline_run(name: str, root: Path, params: dict | None = None, tags: dict |
 
 @contextmanager
 def method_run(name: str, params: dict | None = None):
-    """A run nested in the active stage run, for one method, seed or traversal."""
-    tags = {"method": name, **extra_tags()}
+    """A run nested in the active stage run, for one method, seed or traversal (offline, it
+    carries its parent's ``intended_tracking_uri`` tag)."""
     parent = mlflow.active_run()
+    tags = {"method": name, **extra_tags(), **(_inherited(parent) if parent else {})}
     experiment = parent.info.experiment_id if parent is not None else None
     with mlflow.start_run(run_name=name, nested=True, tags=tags,
                           experiment_id=experiment) as run:

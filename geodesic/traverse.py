@@ -74,7 +74,9 @@ class ProgressLog(Callback):
 
 
 def _finite(*tensors: Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
+    """No NaN or Inf in any tensor: a sum is non-finite when any term is (and when finite
+    terms overflow float range, also a fault), without an n-sized temporary."""
+    return all(math.isfinite(float(t.sum())) for t in tensors)
 
 
 def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, solver, *,
@@ -119,7 +121,10 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
             for cb in callbacks:
                 cb.on_milestone(name, record, w)
 
-    while step < max_steps and not objective.done(w):
+    def solve() -> tuple[Tensor, Tensor, Tensor, int]:
+        """theta at w, w + theta and theta^T g theta; a function so that this step's
+        linearisation and vectors are freed before the next step builds its own."""
+        nonlocal eta
         mask = objective.subspace()
         local = metric.at(w).restrict(mask)
         v = objective.direction(w, local)
@@ -131,7 +136,8 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
         while True:
             result = solver(local, v, eta, beta)
             theta = objective.constrain(result.theta)
-            if _finite(theta, w + theta):
+            moved = w + theta
+            if _finite(theta, moved):
                 break
             halvings += 1
             if halvings > max_halvings:
@@ -140,17 +146,24 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
             eta /= 2
             log.warning("non-finite step at step %d: eta halved to %g", step + 1, eta)
         quad = result.quad if theta is result.theta else None
+        del v, result  # not needed past the solve: free before measuring theta^T g theta
         if quad is None:
             evals = metric.evals
             quad = local.quadratic(theta)
             metric.evals = evals
-        w, reached = objective.after_step(w + theta)
+        return theta, moved, quad, halvings
+
+    while step < max_steps and not objective.done(w):
+        theta, moved, quad, halvings = solve()
+        w, reached = objective.after_step(moved)
+        del moved
         step += 1
         record = {"step": step, "step_norm": float(theta.norm()),
                   "functional_step": math.sqrt(max(float(quad), 0.0)), "eta": eta,
                   "eta_halvings": halvings,
                   "evals": evals0 + metric.evals + objective.grad_evals - counted0,
                   "seconds": seconds0 + time.perf_counter() - t0, **objective.progress(w)}
+        del theta
         path.records.append(record)
         for cb in callbacks:
             cb.on_step(record, w)

@@ -7,6 +7,7 @@
     report.py     the comparison table (markdown, CSV) and its plot
     serve.py      deployments: served from one machine, or pulled from git by pool workers
     bench.py      the figures: flow overhead, MLflow logging share, no-op ``dvc repro`` time
+    servers.py    local servers for a while: a free port, waiting until one answers
     __main__.py   the ``geodesic`` command line
 
 Flows and the command line contain no mathematics and no stage logic: they call DVC, which

@@ -5,6 +5,7 @@
     geodesic serve [--cron '0 3 * * *']     serve both flows, the sweep on a schedule
     geodesic deploy --pool P --source GIT   deployments that workers on other machines run
     geodesic ui [--prefect]                  the MLflow UI (or the Prefect server) on 127.0.0.1
+    geodesic sync [--to URI]                 upload the runs recorded offline to the server
 """
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ import os
 import sys
 from pathlib import Path
 
+from geodesic.errors import TrackingUnavailable
 from geodesic.settings import ParamsError
 from pipelines.project import CommandFailed, SweepFailed
 
 EPILOG = """Prefect: flows talk to PREFECT_API_URL when set (a `prefect server start` or
 `geodesic ui --prefect`), otherwise to a temporary local server started for the
 run (its first start can take a minute). PREFECT_HOME defaults to ./.prefect here.
-MLflow: MLFLOW_TRACKING_URI, default sqlite:///<project>/mlflow.db."""
+MLflow: MLFLOW_TRACKING_URI, default sqlite:///<project>/mlflow.db; when that server does
+not answer, stages stop (exit 3) or, with tracking.when_unreachable: offline in params.yaml,
+record offline for `geodesic sync`."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
                         "--prefect a Prefect server with its UI.")
     ui.add_argument("--port", type=int, help="port (default: 5000 MLflow, 4200 Prefect)")
     ui.add_argument("--prefect", action="store_true", help="start `prefect server start`")
+
+    sync = sub.add_parser("sync", help="upload the runs recorded offline to the tracking server",
+                          description="Upload every run of the offline store (params.yaml "
+                          "tracking.offline_store) not uploaded yet: experiments by name, runs "
+                          "with their times, status, params, tags, metric histories, artifacts "
+                          "and nesting. Uploaded runs are tagged, so repeating or resuming an "
+                          "interrupted sync uploads nothing twice. The model registry is not "
+                          "copied (reported).")
+    sync.add_argument("--to", metavar="URI", help="tracking store (default: MLFLOW_TRACKING_URI, "
+                      "else the project's sqlite:///<project>/mlflow.db)")
+    sync.add_argument("--include-running", action="store_true", help="also upload runs still "
+                      "RUNNING (their stage is in progress or was killed)")
     return top
 
 
@@ -146,12 +162,43 @@ def main(argv: list[str] | None = None) -> int:
                           project, args.name))
         elif args.command == "ui":
             return _ui(project, args.port, args.prefect)
+        elif args.command == "sync":
+            return _sync(Path(project), args.to, args.include_running)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except (CommandFailed, SweepFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _sync(project: Path, to: str | None, include_running: bool) -> int:
+    from geodesic import tracking
+    from geodesic.params import TrackingSettings, load_params
+    from geodesic.tracking_sync import sync
+
+    params = project / "params.yaml"
+    settings = load_params(params).tracking if params.exists() else TrackingSettings()
+    folder = tracking.offline_store(settings, project)
+    if not (folder / tracking.DEFAULT_DB).exists():
+        print(f"nothing to sync: no offline store in {folder}")
+        return 0
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    source, target = tracking.sqlite_uri(folder), to or tracking.tracking_uri(project)
+    if target == source:
+        print(f"error: the target {target} is the offline store itself", file=sys.stderr)
+        return 2
+    try:
+        tracking.check_reachable(target)
+    except TrackingUnavailable as exc:
+        raise TrackingUnavailable(f"{exc}; start it, or name another store with --to") from None
+    report = sync(source, target, project, include_running, log=lambda s: print(s, flush=True))
+    print(report.summary())
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 from geodesic.traverse import Callback
+from pipelines.servers import free_port, wait_healthy
 
 
 def _timed(cmd: list[str], env: dict | None = None) -> float:
@@ -40,14 +40,8 @@ def noop(repeat: int) -> dict:
     return {"figure": "no-op dvc repro", "median_s": statistics.median(times), "runs_s": times}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def overhead(repeat: int, force: bool) -> dict:
-    port = _free_port()
+    port = free_port()
     home = tempfile.mkdtemp(prefix="prefect-bench-")
     env = dict(os.environ, PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
@@ -56,7 +50,7 @@ def overhead(repeat: int, force: bool) -> dict:
                                "127.0.0.1", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_healthy(port, server)
+        wait_healthy(f"http://127.0.0.1:{port}/api/health", server)
         startup = time.perf_counter() - t0
         flag = ["--force"] if force else []
         plain = [sys.executable, "-m", "dvc", "repro", *flag]
@@ -73,21 +67,6 @@ def overhead(repeat: int, force: bool) -> dict:
     return {"figure": "Prefect reproduce flow vs dvc repro", "force": force,
             "dvc_repro_s": d, "flow_s": f, "overhead_s": f - d, "overhead_ratio": f / d,
             "server_startup_s": startup, "runs": {"dvc": dvc_s, "flow": flow_s}}
-
-
-def _wait_healthy(port: int, server: subprocess.Popen, timeout: float = 240) -> None:
-    import httpx
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("prefect server exited during start-up")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("prefect server did not become healthy")
 
 
 class Timed(Callback):

@@ -17,6 +17,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from geodesic import tracking
+from geodesic.params import load_params
 from pipelines.project import CommandFailed, Project
 
 STAGE_RETRIES = 2
@@ -55,6 +56,7 @@ def reproduce(project: str = ".", stages: list[str] | None = None,
     order = proj.stages(stages)
     tags = {"flow": "reproduce", "prefect_flow_run_id": str(flow_run.id or "")}
     params = {"stages": ",".join(order), "force": force}
+    tracking.configure(load_params(proj.root / "params.yaml").tracking)
     with tracking.pipeline_run("reproduce", proj.root, params=params, tags=tags) as run:
         env = tracking.child_env(run.info.run_id, {"pipeline_run_id": run.info.run_id})
         results = [run_stage(str(proj.root), stage, force, env) for stage in order]

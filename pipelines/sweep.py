@@ -28,6 +28,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from geodesic import tracking
+from geodesic.params import load_params
 from geodesic.settings import ParamsError
 from pipelines import report
 from pipelines.overrides import Point, describe, expand
@@ -72,6 +73,7 @@ def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
     tags = {"flow": "sweep", "sweep_id": sweep_id, "prefect_flow_run_id": str(flow_run.id or "")}
     params = {"overrides": "; ".join(overrides or []), "points": len(todo), "force": force}
     rows = []
+    tracking.configure(load_params(proj.root / "params.yaml").tracking)
     with tracking.pipeline_run(f"sweep-{sweep_id}", proj.root, params, tags) as parent:
         for i, point in enumerate(todo):
             rows.append(_run(proj, sweep_id, i, point, force))

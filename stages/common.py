@@ -67,11 +67,17 @@ def model_file(seed: int) -> Path:
 
 
 def main(stage: Callable[[Params], None]) -> None:
-    """Run ``stage`` with the checked parameters; bad parameters exit 2 with one message."""
+    """Run ``stage`` with the checked parameters; bad parameters exit 2 with one message, a
+    tracking server that does not answer exits 3 (unless ``tracking.when_unreachable`` is
+    ``offline``: the ``tracking`` section reaches MLflow from here, not through the stage, so
+    it is a DVC parameter of no stage)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        stage(load_params(PARAMS))
+        params = load_params(PARAMS)
+        from geodesic import tracking  # after the check: bad parameters import nothing heavy
+        tracking.configure(params.tracking)
+        stage(params)
     except ParamsError as exc:  # also raised by checks that need the stage's inputs
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -28,7 +28,7 @@ together("store")
 mlflow.set_tracking_uri(uri)
 tracking.open_store(uri)
 together("experiment")
-print(tracking.experiment_id("race"))
+print(tracking.experiment_id("race", pathlib.Path(me).parent / "mlartifacts"))
 """
 
 

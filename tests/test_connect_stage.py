@@ -1,7 +1,9 @@
 """The connect stage end to end: prepare, train and connect from params alone, on digits and
 on CIFAR-10 with VGG16 (test-written files in torchvision's layout)."""
 import csv
+import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -81,6 +83,48 @@ def test_the_stage_on_digits_writes_every_output(tmp_path, monkeypatch):
     }
     metrics = run_pipeline(tmp_path, monkeypatch, params)
     check_outputs(tmp_path, metrics)
+
+
+class NaNOnce:
+    """A solver whose ``at``-th step comes out NaN once, as a numerical blow-up would."""
+
+    def __init__(self, solver, at: int):
+        self.solver, self.at, self.calls = solver, at, 0
+
+    def __call__(self, local, v, eta, beta=1.0):
+        self.calls += 1
+        step = self.solver(local, v, eta, beta)
+        if self.calls == self.at:
+            return dataclasses.replace(step, theta=torch.full_like(step.theta, float("nan")))
+        return step
+
+
+def test_a_nan_step_inside_the_stage_halves_eta_and_its_run_logs_it(tmp_path, monkeypatch):
+    """Step 3 of the geodesic is NaN: the traversal halves eta, retries, finishes its steps,
+    and the method's MLflow run holds ``eta_halvings`` and ``eta`` at every step."""
+    import geodesic.connect_run
+    build_solver = geodesic.connect_run.build_solver
+    monkeypatch.setattr(geodesic.connect_run, "build_solver",
+                        lambda settings: NaNOnce(build_solver(settings), at=3))
+    params = {
+        "data": {"name": "digits"},
+        "model": {"name": "mlp", "widths": [16]},
+        "train": {"seeds": [0, 1], "epochs": 1},
+        "connect": {"eta": 0.5, "max_steps": 6, "cg_iters": 3, "eval_every": 3,
+                    "checkpoint_every": 3, "baselines": [], "plane_grid": 0},
+    }
+    metrics = run_pipeline(tmp_path, monkeypatch, params)
+    assert metrics["methods"]["geodesic"]["steps"] == 6
+    client = MlflowClient()
+    [geodesic] = client.search_runs([client.get_experiment_by_name("connect").experiment_id],
+                                    "tags.method = 'geodesic'")
+    halvings = client.get_metric_history(geodesic.info.run_id, "eta_halvings")
+    assert [(m.step, m.value) for m in halvings] == [(1, 0), (2, 0), (3, 1), (4, 0), (5, 0),
+                                                     (6, 0)]
+    eta = client.get_metric_history(geodesic.info.run_id, "eta")
+    assert [m.value for m in eta] == [0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
+    assert all(math.isfinite(m.value) for m in client.get_metric_history(
+        geodesic.info.run_id, "step_norm"))
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def test_a_small_task_il_step_keeps_the_earlier_outputs_to_first_order(tasks, fl
                                                    getattr(t, part).y)
                                        for part in ("train", "val", "test")}) for t in tasks]
     memory = task_memory(tasks[0], output_mask("task-il", tasks[0], 10), 5, seed=0)
-    solver = ConjugateGradient(iters=30, damping=1e-6, trust_region=False)
+    solver = ConjugateGradient(iters=30, damping=1e-6, mode="rescale")
 
     def relative_changes(eta):
         model, masks = first_task_network(tasks)

@@ -18,7 +18,8 @@ from geodesic.objectives import TowardTarget
 from geodesic.solvers import ConjugateGradient, Penalty
 from geodesic.traverse import traverse
 
-SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty}
+SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty,
+           "cg-output": lambda: ConjugateGradient(iters=4, mode="output_basis")}
 
 
 def problem():
@@ -42,7 +43,7 @@ def walk(metric_class, solver, batch_size, steps=4, **kw):
     return path.weights, [r["functional_step"] for r in path.records]
 
 
-SCENARIOS = [("cg", None), ("cg", 16), ("penalty", 16)]
+SCENARIOS = [("cg", None), ("cg", 16), ("cg-output", 16), ("penalty", 16)]
 
 
 def worker(rank, world, init_file, out):

@@ -3,7 +3,6 @@ process work pool, deployments that pull the project from git (``geodesic deploy
 ``prefect worker`` that runs a one-point sweep end to end into a shared MLflow store."""
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -12,15 +11,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipelines.servers import free_port
 from tests.test_pipelines_flows import GIT_IDENTITY, copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 1.0):

@@ -1,18 +1,43 @@
 """Solvers on a quadratic with known g: the exact constrained optimum and the norm bound."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from geodesic.metric import FunctionalMetric
 from geodesic.solvers import SOLVERS, ConjugateGradient, Penalty, ProjectedGradient
+from tests.conftest import tiny_mlp
 
 
 class QuadraticMetric:
-    """A stand-in for LocalMetric whose g is an explicit matrix."""
+    """A stand-in for LocalMetric whose g is an explicit matrix, factored g = A^T A so that
+    J = A on a batch of one input whose outputs have one entry per row of A (H = I)."""
 
     def __init__(self, g, distance_gradient=None):
         self.g, self._dg = g, distance_gradient
+        d, u = torch.linalg.eigh(g)
+        self.a = (u * d.clamp_min(0).sqrt()).T
+        self.metric = SimpleNamespace(evals=0)
 
     def mvp(self, theta):
+        self.metric.evals += 1
         return self.g @ theta
+
+    def jvp(self, theta):
+        return (self.a @ theta)[None]
+
+    def pullback(self, u):
+        return self.a.T @ u[0].to(self.a.dtype)
+
+    def gram(self, u):
+        self.metric.evals += 1
+        return self.jvp(self.pullback(u))
+
+    def output_inner(self, a, b):
+        return (a * b).sum()
+
+    def output_operator(self, u):
+        return u
 
     def distance_gradient(self):
         return self._dg
@@ -44,6 +69,7 @@ def q(g, c, theta):
 
 @pytest.mark.parametrize("eta", [0.05, 0.5, 5.0])
 @pytest.mark.parametrize("solver", [ConjugateGradient(iters=30, damping=1e-12),
+                                    ConjugateGradient(iters=30, damping=1e-12, mode="output_basis"),
                                     ProjectedGradient(iters=3000, power_iters=30)])
 def test_cg_and_qp_reach_the_exact_optimum(solver, eta):
     g, v = problem()
@@ -59,14 +85,16 @@ def test_cg_and_qp_reach_the_exact_optimum(solver, eta):
 def test_every_solver_keeps_the_norm_bound(name, eta):
     g, v = problem(seed=1)
     local = QuadraticMetric(g, distance_gradient=torch.randn(30, dtype=torch.float64))
-    for kwargs in ({}, {"trust_region": False}) if name == "cg" else ({},):
+    modes = ({"mode": m} for m in ("trust_region", "output_basis", "rescale"))
+    for kwargs in modes if name == "cg" else ({},):
         step = SOLVERS.get(name)(**kwargs)(local, v, eta, 1.0)
         assert step.theta.norm() <= eta * (1 + 1e-6)
 
 
 def test_cg_reports_the_exact_quadratic_form():
     g, v = problem(seed=2)
-    for solver in (ConjugateGradient(iters=8), ConjugateGradient(iters=8, trust_region=False)):
+    modes = ("trust_region", "output_basis", "rescale")
+    for solver in (ConjugateGradient(iters=8, mode=m) for m in modes):
         step = solver(QuadraticMetric(g), v, 0.3, 1.0)
         assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-8)
 
@@ -74,7 +102,7 @@ def test_cg_reports_the_exact_quadratic_form():
 def test_rescaled_cg_solves_the_damped_system_with_enough_iterations():
     g, v = problem(seed=3)
     damping = 0.1
-    step = ConjugateGradient(iters=30, damping=damping, trust_region=False)(
+    step = ConjugateGradient(iters=30, damping=damping, mode="rescale")(
         QuadraticMetric(g), v, 1e9, 2.0)
     exact = torch.linalg.solve(g + damping * torch.eye(30, dtype=torch.float64), v)
     assert torch.allclose(step.theta, exact, atol=1e-8)
@@ -87,3 +115,29 @@ def test_penalty_steps_along_the_pull_minus_the_distance_gradient():
     step = Penalty()(QuadraticMetric(g, dg), v, 0.2, 3.0)
     d = 3.0 * v - dg
     assert torch.allclose(step.theta, 0.2 * d / d.norm())
+
+
+@pytest.mark.parametrize("mode", ["trust_region", "output_basis"])
+@pytest.mark.parametrize("kind", ["logits", "fisher"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("eta", [1e-3, 0.3, 30.0])
+def test_cg_on_a_network_is_the_exact_trust_region_step(float64, mode, kind, masked, eta):
+    """Both Lanczos forms on a real LocalMetric: with the Krylov space complete (k past the
+    rank of g, 7 inputs x 3 outputs) the step is the exact optimum from the dense metric,
+    also confined to a coordinate subspace; at most k products are counted."""
+    model = tiny_mlp().double()
+    metric = FunctionalMetric(model, torch.randn(7, 6), kind)
+    w = metric.space.get(model)
+    mask = (torch.rand_like(w) > 0.3).double() if masked else None
+    local = metric.at(w).restrict(mask)
+    p = torch.eye(w.numel()) if mask is None else torch.diag(mask)
+    g = p @ metric.dense(w) @ p
+    v = torch.randn_like(w) if mask is None else torch.randn_like(w) * mask
+    evals = metric.evals
+    step = ConjugateGradient(iters=25, damping=1e-9, mode=mode)(local, v, eta, 2.0)
+    assert metric.evals - evals <= 25  # fewer when the Krylov space is complete early
+    best = exact_trust_region(g + 1e-9 * torch.eye(len(g)), 2.0 * v, eta)
+    assert torch.allclose(step.theta, best, rtol=1e-6, atol=1e-9 * eta)
+    assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-6)
+    if mask is not None:
+        assert torch.all(step.theta[mask == 0] == 0)
