@@ -220,7 +220,8 @@ def test_reproduce_runs_the_digits_pipeline_and_mlflow_holds_the_nested_record(
         stepped = [r for r in methods if any(len(client.get_metric_history(r.info.run_id, k))
                                              > 1 for k in r.data.metrics)]
         assert stepped, f"stage {name}: no method run with a per-step metric history"
-        for run in stepped:
+        for run in (r for r in stepped if any(k.endswith("step_norm") for k in r.data.metrics)):
+            # traversals: a curve evaluated at points (the straight line) has no path
             folders = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
             assert folders and all(re.fullmatch(r"checkpoints/step-\d{6}", f) for f in folders)
 
