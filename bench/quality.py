@@ -56,7 +56,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench.common import machine, table, write  # noqa: E402
-from geodesic.params import Params, load_params  # noqa: E402
+from geodesic.params import Params, parse_params  # noqa: E402
+from geodesic.settings import apply, load_yaml, parse_spec  # noqa: E402
 
 TOLERANCE = 0.01  # one point of accuracy
 TARGET_SPARSITY = 0.9
@@ -359,11 +360,14 @@ def main(argv=None) -> None:
                         help="runs per configuration, median seconds (default 3; --quick 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--output", help="results file name under bench/results (no .json)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter of params.yaml, e.g. -S connect.cg_iters=5")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)  # the stages' relative paths: params.yaml, data/prepared, models
     tasks = [args.only] if args.only else ["sparsify", "connect"]
-    params = load_params(ROOT / "params.yaml")
+    params = parse_params(apply(load_yaml(ROOT / "params.yaml"),
+                                dict(parse_spec(spec) for spec in args.set)))
     check_inputs(params, tasks)
     from stages.common import load_data
     data = load_data(params)
