@@ -136,26 +136,17 @@ class Progress:
 def sparsify(params: Params, data, ladder, repeats: int, progress: Progress) -> dict:
     from geodesic.device import resolve_device
     from geodesic.evaluate import accuracy
-    from geodesic.models import build_model
     from geodesic.objectives.sparsify import level_name
     from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
-    from geodesic.train import TrainConfig
     from stages.common import load_base_model
 
-    s, t = params.sparsify, params.train
+    s = params.sparsify
     levels = levels_to(s.levels, TARGET_SPARSITY)
     level = level_name(levels[-1])
     base = dataclasses.replace(s, levels=levels)
     model = load_base_model(params, s.seed, resolve_device(s.device))
 
-    def init():  # the base network's initialisation, as the train stage drew it (imp rewinds)
-        torch.manual_seed(s.seed)
-        return build_model(params.model.name, data.in_shape, data.num_classes,
-                           params.model.widths)
-
-    cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs, t.batch_size,
-                      s.seed)
-    ctx = SparsifyContext(model, data, base, init, cfg)
+    ctx = SparsifyContext.from_params(params, model, data, base)
     dense = {"test_acc": accuracy(model, ctx.split("test"))[0],
              "val_acc": accuracy(model, ctx.split("val"))[0]}
 

@@ -24,10 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from geodesic.models import build_model  # noqa: E402
 from geodesic.params import load_params  # noqa: E402
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score  # noqa: E402
-from geodesic.train import TrainConfig  # noqa: E402
 from stages.common import load_base_model, load_data  # noqa: E402
 
 GEODESIC_GRID = [dict(anchor=a, steps_per_level=n, settle_steps=60 - n)
@@ -58,18 +56,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
-    s, t = params.sparsify, params.train
+    s = params.sparsify
     data = load_data(params)
     model = load_base_model(params, s.seed)
 
-    def load_fresh():  # the base network's initialisation (imp's rewind point replays from it)
-        torch.manual_seed(s.seed)
-        return build_model(params.model.name, data.in_shape, data.num_classes,
-                           params.model.widths)
-
-    cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs, t.batch_size,
-                      s.seed)
-    ctx = SparsifyContext(model, data, s, load_fresh, cfg)
+    ctx = SparsifyContext.from_params(params, model, data)
     if args.what == "geodesic":
         for change in GEODESIC_GRID:
             ctx.settings = dataclasses.replace(s, **change)

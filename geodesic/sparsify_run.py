@@ -35,6 +35,7 @@ from geodesic.evaluate import AccuracyCallback, has_batchnorm, score_weights
 from geodesic.io import CorruptFileError, load_tensors
 from geodesic.masks import MagnitudeProjection
 from geodesic.metric import FunctionalMetric, ParameterSpace
+from geodesic.models import build_model
 from geodesic.objectives.sparsify import Sparsify, UnmaskedScore, build_sparsify_objective
 from geodesic.objectives.task_loss import TaskLoss
 from geodesic.path import Path, StateCheckpoints, save_milestone
@@ -73,6 +74,23 @@ class SparsifyContext:
                         for name in ("train", "val", "test") for part in [getattr(self.data, name)]}
         self.recalibrate = (self._splits["train"].x[:RECALIBRATION_INPUTS]
                             if has_batchnorm(self.model) else None)
+
+    @classmethod
+    def from_params(cls, params, model: nn.Module, data: Dataset,
+                    settings=None) -> "SparsifyContext":
+        """The context of ``params`` (a :class:`~geodesic.params.Params`) for the base network
+        ``model``; ``settings`` replaces ``params.sparsify``. imp's rewind point replays the
+        train stage's run: its initialisation (seeded by the sparsify seed) and training config."""
+        s, t = settings or params.sparsify, params.train
+
+        def init() -> nn.Module:
+            torch.manual_seed(s.seed)
+            return build_model(params.model.name, data.in_shape, data.num_classes,
+                               params.model.widths)
+
+        config = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
+                             t.batch_size, s.seed)
+        return cls(model, data, s, init, config)
 
     @property
     def device(self) -> torch.device:

@@ -27,11 +27,9 @@ from geodesic import tracking
 from geodesic.device import resolve_device
 from geodesic.evaluate import accuracy
 from geodesic.io import atomic_write, save_tensors, write_json
-from geodesic.models import build_model
 from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
-from geodesic.train import TrainConfig
 from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
                            main, networks_hash, params_dict, publish)
 
@@ -58,21 +56,14 @@ def write_plots(table: dict, levels: list[str]) -> None:
 
 
 def sparsify_stage(params: Params) -> None:
-    s, t = params.sparsify, params.train
+    s = params.sparsify
     if s.cpu_threads:
         torch.set_num_threads(s.cpu_threads)
     device = resolve_device(s.device)
     data = load_data(params)
     model = load_base_model(params, s.seed, device)
 
-    def init():  # the base network's initialisation, as the train stage drew it
-        torch.manual_seed(s.seed)
-        return build_model(params.model.name, data.in_shape, data.num_classes,
-                           params.model.widths)
-
-    cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs, t.batch_size,
-                      s.seed)
-    ctx = SparsifyContext(model, data, s, init, cfg)
+    ctx = SparsifyContext.from_params(params, model, data)
     dense_test = accuracy(model, ctx.split("test"))[0]
     dense_val = accuracy(model, ctx.split("val"))[0]
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
