@@ -302,13 +302,13 @@ class LocalMetric:
     def mvp(self, theta: Tensor) -> Tensor:
         """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""
         self.metric.evals += 1
-        return self.pullback(self.metric.operator(self.z, self.jvp(theta)))
+        return self.pullback(self.output_operator(self.jvp(theta)))
 
     def quadratic(self, theta: Tensor) -> Tensor:
         """theta^T g theta = (1/|B|) sum_x (J_x theta)^T H (J_x theta), from one jvp."""
         self.metric.evals += 1
         u = self.jvp(theta)
-        return self.reduce((u * self.metric.operator(self.z, u)).sum()) / self.batch
+        return self.output_inner(u, self.output_operator(u))
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""

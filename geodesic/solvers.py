@@ -149,7 +149,8 @@ class ConjugateGradient:
         jc = beta * local.jvp(v).double()
         rho: list[Tensor] = []  # p_i = J^T rho_i / |B|, orthonormal
         s: list[Tensor] = []  # s_i = J p_i
-        r, scale = apply_h(jc), 0.0  # g c = J^T (H J c) / |B|
+        weighted = [apply_h(jc)]  # H J of each basis vector: g c = J^T (H J c) / |B|
+        r, scale = weighted[0], 0.0
         for _ in range(self.iters - 1):
             r = r - sum(inner(sl, r) * rl for sl, rl in zip(s, rho))  # against p_l, analytic
             s_new = local.gram(r.to(v.dtype)).double()
@@ -162,9 +163,9 @@ class ConjugateGradient:
                 break
             rho.append(r / norm2**0.5)
             s.append(s_new / norm2**0.5)
-            r = apply_h(s[-1])
+            weighted.append(apply_h(s[-1]))
+            r = weighted[-1]
         images = [jc] + s  # J of each basis vector
-        weighted = [apply_h(t) for t in images]
         m = torch.tensor([[float(inner(a, b)) for b in weighted] for a in images],
                          dtype=torch.float64)
         gram = torch.eye(len(images), dtype=torch.float64)

@@ -3,6 +3,23 @@ import torch
 from torch import nn
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: small models run fastest so, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    """The digits split into five tasks of two classes (the continual default)."""
+    from geodesic.data import load_dataset
+    from geodesic.tasks import class_split
+    return class_split(load_dataset("digits"), 5)
+
+
 @pytest.fixture
 def float64():
     previous = torch.get_default_dtype()

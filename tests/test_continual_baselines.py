@@ -8,28 +8,15 @@ from geodesic.baselines.continual import (BASELINES, BaselineConfig, Context, Te
 from geodesic.baselines.continual_plugins import EWC, SI, LwF, Replay
 from geodesic.continual_protocol import SCENARIOS, empty_memory, output_mask, task_memory
 from geodesic.continual_run import METHODS, run_sequence
-from geodesic.data import load_dataset
 from geodesic.models import build_model
 from geodesic.params import (CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, ContinualSettings,
                              parse_params)
 from geodesic.registry import UnknownNameError
 from geodesic.settings import ParamsError
-from geodesic.tasks import class_split
 from geodesic.traverse import Callback
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: small models run fastest so, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return class_split(load_dataset("digits"), 5)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def network(seed=0):

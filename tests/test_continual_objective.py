@@ -8,29 +8,17 @@ import torch
 from geodesic.baselines.continual import BaselineConfig, Template
 from geodesic.continual_protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
                                          output_mask, task_memory)
-from geodesic.data import Split, load_dataset
+from geodesic.data import Split
 from geodesic.models import build_model
 from geodesic.objectives.base import Anchor, Combined
 from geodesic.objectives.continual import LearnTask, MemoryMetric
 from geodesic.path import load_latest_checkpoint
 from geodesic.solvers import ConjugateGradient
-from geodesic.tasks import class_split
 from geodesic.traverse import traverse
 from tests.test_traverse import Kill
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: small models run fastest so, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return class_split(load_dataset("digits"), 5)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def first_task_network(tasks, scenario="task-il", width=32):

@@ -2,7 +2,6 @@
 CIFAR-100 (10-task split) from test-written files, switched by params alone."""
 import numpy as np
 import pytest
-import torch
 import torchvision.datasets
 from mlflow.tracking import MlflowClient
 
@@ -19,13 +18,7 @@ TINY = {"budget": 24, "batch_size": 16, "memory_per_class": 2, "cg_iters": 2, "s
         "eval_every": 8, "checkpoint_every": 2, "fisher_samples": 16, "replay_batch": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: small models run fastest so, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
