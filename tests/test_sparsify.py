@@ -11,6 +11,7 @@ from geodesic.objectives.task_loss import TaskLoss
 from geodesic.path import load_latest_checkpoint
 from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
 from geodesic.traverse import Callback, traverse
+from tests.test_traverse import Kill
 
 LEVELS = [0.5, 0.8, 0.9]
 
@@ -110,15 +111,6 @@ def test_the_geodesic_is_functionally_shorter_than_the_straight_line(float64):
                     beta=1e-4, max_steps=40)
     geodesic = path.functional_length / path.euclidean_length
     assert geodesic < 0.1 * line, (geodesic, line)  # measured: 0.016 against 0.33
-
-
-class Kill(Callback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_checkpoint(self, step, file):
-        if step == self.at_step:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_mid_level_and_resumed_equals_uninterrupted(tmp_path):
