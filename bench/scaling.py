@@ -3,7 +3,8 @@
     python bench/scaling.py                        # ~3-5 min on 2 cores
     python bench/scaling.py --solver penalty --widths 32 128 512 2048
 
-Two scans with the default ``cg`` step (10 Lanczos products; any solver with ``--solver``):
+Two scans with the default ``cg`` step (6 Lanczos products, basis in output space; any solver
+with ``--solver``):
 
 - width: MLPs 64-w-w-10 on 8x8 inputs (w from 16 to 2048: P from ~1.4e3 to ~4.3e6) at batch 128;
 - batch: the 784-300-100-10 MLP at B from 16 to 1024.

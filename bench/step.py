@@ -5,8 +5,10 @@
 
 A step is one iteration of :func:`geodesic.traverse.traverse` (``max_steps=1``) with the
 solver built by ``build_solver`` from the default :class:`~geodesic.params.GeodesicSettings`
-(``cg``: 10 Lanczos iterations, exact Krylov trust-region step; ``qp``: 3 power iterations and
-20 FISTA iterations; ``penalty``: one pullback), toward a random target (v = w_target - w), on
+(``cg``: 6 Lanczos iterations, exact Krylov trust-region step, basis in output space;
+``cg-weight`` the same with the basis in weight space; ``cg5`` / ``cg10``: 5 / 10 iterations,
+sparsify's and connect's settings; ``qp``: 3 power iterations and 20 FISTA iterations;
+``penalty``: one pullback), toward a random target (v = w_target - w), on
 a metric batch equal to the SGD batch. Time: rounds alternating the SGD step (forward, loss,
 backward, momentum update) and one step of each solver; figures are median step time over
 median SGD-step time in the same run.
@@ -48,10 +50,10 @@ from geodesic.solvers import SOLVERS, build_solver  # noqa: E402
 from geodesic.traverse import traverse  # noqa: E402
 
 CONFIGS = {  # measured configuration -> overrides of the default GeodesicSettings
-    "cg": {"solver": "cg"},
-    "cg-output": {"solver": "cg", "cg_mode": "output_basis"},
-    "cg5": {"solver": "cg", "cg_iters": 5},
-    "cg5-output": {"solver": "cg", "cg_iters": 5, "cg_mode": "output_basis"},
+    "cg": {"solver": "cg"},  # the default: 6 products, Lanczos basis in output space
+    "cg-weight": {"solver": "cg", "cg_mode": "trust_region"},  # the basis in weight space
+    "cg5": {"solver": "cg", "cg_iters": 5},  # sparsify's setting
+    "cg10": {"solver": "cg", "cg_iters": 10},  # connect's setting
     "qp": {"solver": "qp"},
     "penalty": {"solver": "penalty"},
 }
@@ -129,12 +131,13 @@ def memory(name: str, configs: list[str], batch: int, threads: int | None) -> di
     return out
 
 
-def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool) -> dict:
+def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool,
+            configs: list[str] = SOLVER_NAMES) -> dict:
     model, x, y = make(name, batch)
     fns = {"sgd": sgd_step(copy.deepcopy(model), x, y)}  # a copy: its BatchNorm statistics
     # and weights move with training, the traversal's must not (the metric caches f(x; w0))
     metrics = {}
-    for solver_name in SOLVER_NAMES:
+    for solver_name in configs:
         step, metrics[solver_name] = stepper(name, solver_name, model, x)
         fns[solver_name] = step
     warm = 1 if rounds > 2 else 0
@@ -147,10 +150,10 @@ def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory
               "evals_per_step": {k: (m.evals - evals0[k]) / calls for k, m in metrics.items()}}
     result["sgd_ms"] = 1e3 * result["times"]["sgd"]["median_s"]
     if with_memory:
-        mem = memory(name, ["sgd", "product"] + SOLVER_NAMES, batch, threads)
+        mem = memory(name, ["sgd", "product", *configs], batch, threads)
         result["memory"] = mem
         result["memory_ratio"] = {k: mem[k]["delta_mb"] / max(mem["sgd"]["delta_mb"], 1e-9)
-                                  for k in ["product"] + SOLVER_NAMES}
+                                  for k in ["product", *configs]}
     return result
 
 
@@ -163,6 +166,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--output", default="step",
                         help="results file name under bench/results (without .json)")
+    parser.add_argument("--configs", nargs="+", default=SOLVER_NAMES, choices=SOLVER_NAMES,
+                        help="configurations to measure (default: all)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--probe", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -174,9 +179,9 @@ def main(argv=None) -> None:
     results, rows = [], []
     for name in args.models:
         res = measure(name, args.batch, args.rounds or DEFAULT_ROUNDS.get(name, 3),
-                      args.threads, not args.no_memory)
+                      args.threads, not args.no_memory, args.configs)
         results.append(res)
-        for solver_name in SOLVER_NAMES:
+        for solver_name in args.configs:
             t = res["times"][solver_name]
             rows.append({"model": name, "solver": solver_name, "sgd_ms": res["sgd_ms"],
                          "step/sgd": t["ratio"], "paired": t["paired"], "best": t["best"],

@@ -115,7 +115,8 @@ def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
     """Traverse from w1 toward w2 with the settings ``s`` (a ConnectSettings)."""
     model = copy.deepcopy(ends.model)
     metric = FunctionalMetric(model, ends.train_inputs, output=s.output,
-                              batch_size=s.metric_batch, seed=s.seed, reference=ends.w2)
+                              batch_size=s.metric_batch, seed=s.seed, reference=ends.w2,
+                              **s.metric_options())
     connect = Connect(ends.w1, ends.w2, s.eps)
     objective = (Combined([(1.0, connect), (s.function_pull, Anchor())])
                  if s.function_pull > 0 else connect)

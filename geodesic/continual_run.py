@@ -71,7 +71,8 @@ class GeodesicLearner:
             return self.first.learn(model, t, tasks, masks, memory, seed, callbacks, directory)
         s, device = self.s, next(model.parameters()).device
         memory = Memory(memory.x.to(device), memory.y.to(device), memory.masks.to(device))
-        metric = MemoryMetric(model, memory, s.output, s.metric_batch, seed=seed)
+        metric = MemoryMetric(model, memory, s.output, s.metric_batch, seed=seed,
+                              **s.metric_options())
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
                               tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget)
         if s.anchor > 0:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -289,8 +290,9 @@ class ChainLinearization:
     """The network linearised at w on inputs x: z, J theta and J^T u from one forward pass."""
 
     def __init__(self, steps: list[ChainStep], space, w: Tensor, x: Tensor,
-                 frozen: Params, autocast=None):
+                 frozen: Params, autocast=None, tangent: Callable | None = None):
         self.steps, self.space, self.autocast = steps, space, autocast
+        self.tangent = tangent or partial(tangent_recursion, steps, space)
         self.leaf = w.detach().requires_grad_()
         self.params = {**frozen, **space.unflatten(w.detach())}
         params = {**frozen, **space.unflatten(self.leaf)}
@@ -313,16 +315,8 @@ class ChainLinearization:
     @torch.no_grad()
     def jvp(self, theta: Tensor) -> Tensor:
         """J theta by the forward tangent recursion over the saved activations."""
-        tangents = self.space.unflatten(theta)
-        da = None
         with self._autocast():
-            for step, saved in zip(self.steps, self.saved):
-                if step.rule.linear is not None:
-                    da = None if da is None else step.rule.linear(step, da)
-                else:
-                    p = _local(step, self.params)
-                    dp = {k: tangents.get(full) for k, full in step.params.items()}
-                    da = step.rule.tangent(step, saved, p, dp, da)
+            da = self.tangent(theta, self.params, self.saved)
         if da is None:
             return torch.zeros_like(self.z)
         return da.to(self.z.dtype)
@@ -332,6 +326,28 @@ class ChainLinearization:
         (grad,) = torch.autograd.grad(self.out, self.leaf, u.to(self.out.dtype),
                                       retain_graph=True, allow_unused=True)
         return torch.zeros_like(self.leaf) if grad is None else grad
+
+
+def tangent_recursion(steps: list[ChainStep], space, theta: Tensor, params: Params,
+                      saved: list[Any]) -> Tensor | None:
+    """da_L of the recursion da_l = (df_l/da) da_{l-1} + (df_l/dw_l) theta_l, da_0 = 0, from the
+    activations ``saved`` by one forward pass at ``params``: J theta (None when it is zero).
+    A pure function of tensors, so ``torch.compile`` can take it whole (``compiled_tangent``)."""
+    tangents = space.unflatten(theta)
+    da = None
+    for step, s in zip(steps, saved):
+        if step.rule.linear is not None:
+            da = None if da is None else step.rule.linear(step, da)
+        else:
+            dp = {k: tangents.get(full) for k, full in step.params.items()}
+            da = step.rule.tangent(step, s, _local(step, params), dp, da)
+    return da
+
+
+def compiled_tangent(steps: list[ChainStep], space) -> Callable:
+    """``tangent_recursion`` of this chain under ``torch.compile``. The activations and weights
+    are its inputs, so a new point w reuses the compiled code; a new batch size recompiles."""
+    return torch.compile(partial(tangent_recursion, steps, space), dynamic=False)
 
 
 def _local(step: ChainStep, params: Params) -> Params:

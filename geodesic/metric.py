@@ -28,7 +28,9 @@ Both give the same numbers to rounding (tests/test_fast_paths.py); ``fast=False`
 generic path. ``amp=True`` runs the forward passes and tangents under CUDA autocast (bfloat16
 where supported, else float16) while z, the products and all solver state stay float32; on
 the CPU it is ignored. (The generic path's ``torch.func.jvp`` stays in float32: forward-mode AD
-does not compose with autocast.)
+does not compose with autocast.) ``compile=True`` compiles the fast path's tangent recursion
+with ``torch.compile``: measured slower than eager on the CPU here (bench/README.md), meant for
+CUDA, where fusing the element-wise tangent rules saves memory traffic.
 
 ``LocalMetric.restrict(m)`` confines the metric at w to the coordinate subspace
 {theta : theta_i = 0 where m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta
@@ -47,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
-from geodesic.fastmetric import ChainLinearization, trace_chain
+from geodesic.fastmetric import ChainLinearization, compiled_tangent, trace_chain
 from geodesic.registry import Registry
 
 OUTPUT_KINDS: Registry[Callable] = Registry("metric output kind")
@@ -133,12 +135,14 @@ class FunctionalMetric:
     metric is built) fix the outputs z0 = f(x; w0) against which
     ``LocalMetric.distance_gradient`` measures the output distance. ``fast`` selects the
     per-layer products when the model is a supported chain (``self.chain`` is then not None);
-    ``amp`` enables CUDA autocast for the forward passes (see the module docstring).
+    ``amp`` enables CUDA autocast for the forward passes (see the module docstring);
+    ``compile`` runs the fast path's tangent recursion under ``torch.compile`` (compiled once
+    for the metric at its first product; same numbers to rounding, tests/test_fast_paths.py).
     """
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
                  batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0,
-                 *, fast: bool = True, amp: bool = False):
+                 *, fast: bool = True, amp: bool = False, compile: bool = False):
         self.model, self.inputs, self.output = model, inputs, output
         self.operator = OUTPUT_KINDS.get(output)
         self.space = ParameterSpace(model)
@@ -151,6 +155,8 @@ class FunctionalMetric:
         overridden = type(self).function is not FunctionalMetric.function
         self.chain = trace_chain(model, self.space.names) if fast and not overridden else None
         self.amp = amp
+        self.tangent = compiled_tangent(self.chain, self.space) \
+            if compile and self.chain is not None else None
 
     def autocast(self):
         """A CUDA autocast factory when ``amp`` is on and the inputs live on a GPU, else None."""
@@ -169,7 +175,8 @@ class FunctionalMetric:
         if self.chain is not None:
             frozen = {n: p.detach() for n, p in self.model.named_parameters()
                       if n not in set(self.space.names)}
-            return ChainLinearization(self.chain, self.space, w, x, frozen, self.autocast())
+            return ChainLinearization(self.chain, self.space, w, x, frozen, self.autocast(),
+                                      self.tangent)
         return GenericLinearization(self, w, x)
 
     def draw(self) -> Tensor | None:

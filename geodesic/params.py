@@ -65,16 +65,26 @@ class GeodesicSettings:
     beta: float = setting(1.0, "weight of the objective's direction", low=0.0, low_open=True)
     output: str = setting("logits", "output space of the metric", choices=OUTPUTS)
     metric_batch: int = setting(256, "inputs the metric averages over", low=1)
-    cg_iters: int = setting(10, "conjugate-gradient iterations per step (cg)", low=1)
+    cg_iters: int = setting(6, "Lanczos / conjugate-gradient iterations per step (cg): metric "
+                            "products per step", low=1)
     damping: float = setting(1e-3, "damping lambda of g + lambda I (cg)", low=0.0, low_open=True)
-    cg_mode: str = setting("trust_region", "cg: exact Krylov trust-region step (basis in weight "
-                           "space, or in output space: memory of one product), or CG then "
-                           "rescaling to eta", choices=CG_MODES)
+    cg_mode: str = setting("output_basis", "cg: exact Krylov trust-region step with the basis in "
+                           "output space (memory of one product) or in weight space "
+                           "(trust_region: k n-vectors), or CG then rescaling to eta",
+                           choices=CG_MODES)
     qp_iters: int = setting(20, "inner iterations of the constrained solve (qp)", low=1)
     max_steps: int = setting(2000, "step budget of the whole traversal", low=0)
     eval_every: int = setting(10, "held-out evaluation every k steps", low=1)
     checkpoint_every: int = setting(50, "path checkpoint every k steps", low=1)
     device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
+    amp: bool = setting(False, "CUDA autocast (bfloat16/float16) of the metric's forward passes; "
+                        "products and solver state stay float32; no effect on the CPU")
+    compile: bool = setting(False, "torch.compile the per-layer tangent recursion of the metric "
+                            "products (first product compiles; slower than eager on the CPU)")
+
+    def metric_options(self) -> dict:
+        """Keyword arguments of :class:`~geodesic.metric.FunctionalMetric` set here."""
+        return {"amp": self.amp, "compile": self.compile}
 
 
 # --- sparsify -------------------------------------------------------------------------------
@@ -218,6 +228,8 @@ class ConnectSettings(GeodesicSettings):
     """Application (iii): a high-accuracy path between two independently trained networks."""
 
     seeds: list[int] = setting([0, 1], "the two base networks: from seeds[0] to seeds[1]", low=0)
+    cg_iters: int = setting(10, "Lanczos iterations per step (cg); fewer cost more steps in all "
+                            "here (bench/README.md)", low=1)
     eps: float = setting(0.01, "stop within eps * ||w1 - w2|| of w2 (then a straight segment "
                          "joins w2)", low=0.0, high=1.0, low_open=True, high_open=True)
     function_pull: float = setting(0.0, "alpha: v = (w2 - w) - alpha grad D2(w), D2 the output "

@@ -112,7 +112,8 @@ def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
     model = ctx.model
     ctx.space.set(model, ctx.dense)
     train, val, test = ctx.split("train"), ctx.split("val"), ctx.split("test")
-    metric = FunctionalMetric(model, train.x, s.output, s.metric_batch, seed=s.seed)
+    metric = FunctionalMetric(model, train.x, s.output, s.metric_batch, seed=s.seed,
+                              **s.metric_options())
     sparsify = Sparsify(ctx.projection, s.levels, s.steps_per_level, s.level_tol,
                         s.settle_steps)
     task = TaskLoss(metric.function, train.x, train.y, s.metric_batch, seed=s.seed + 1)

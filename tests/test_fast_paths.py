@@ -1,6 +1,7 @@
 """The fast paths give the plain path's numbers: per-layer products (geodesic.fastmetric) equal
 the generic torch.func products and the dense J^T H J in float64, for every output kind;
-unsupported models fall back; AMP is off on the CPU."""
+unsupported models fall back; the compiled tangent recursion gives the eager numbers; AMP is off
+on the CPU."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,32 @@ def test_fast_and_generic_traversals_agree(float64):
     for r, s in zip(fast.records, plain.records):
         assert r["functional_step"] == pytest.approx(s["functional_step"], rel=1e-8)
         assert r["evals"] == s["evals"]
+
+
+def test_compiled_tangent_gives_the_eager_numbers(float64):
+    """torch.compile of the tangent recursion: same J theta, g theta and path as eager, and a new
+    point reuses the compiled code (the activations are its inputs, not constants)."""
+    def run(compile):
+        model = tiny_vgg_bn().double()
+        x = torch.randn(6, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+        metric = FunctionalMetric(model, x, compile=compile)
+        w0 = metric.space.get(model)
+        target = w0 + torch.randn(w0.shape, generator=torch.Generator().manual_seed(6))
+        theta = torch.randn(w0.shape, generator=torch.Generator().manual_seed(7))
+        local = metric.at(w0)
+        products = (local.jvp(theta), local.mvp(theta))
+        path = traverse(model, TowardTarget(target, 1e-3), metric, ConjugateGradient(iters=4),
+                        eta=0.05, max_steps=3)
+        return metric, products, path
+
+    compiled, (jc, gc), path_c = run(True)
+    eager, (je, ge), path_e = run(False)
+    assert compiled.tangent is not None and eager.tangent is None
+    assert rel(jc, je) < 1e-12 and rel(gc, ge) < 1e-12
+    assert rel(path_c.weights, path_e.weights) < 1e-12
+    assert [r["evals"] for r in path_c.records] == [r["evals"] for r in path_e.records]
+    assert FunctionalMetric(tiny_vgg_bn(), torch.randn(2, 2, 8, 8), compile=True,
+                            fast=False).tangent is None  # the generic path is never compiled
 
 
 def test_amp_is_off_on_the_cpu():

@@ -52,6 +52,8 @@ BAD = [
     ("sparsify.seed", 7, "one of train.seeds"),
     ("sparsify.metric_batch", 0, ">= 1"),
     ("sparsify.cg_mode", "exact", "one of trust_region, output_basis, rescale"),
+    ("sparsify.compile", "yes", "type bool"),
+    ("connect.amp", 1, "type bool"),
     ("continual.damping", 0.0, "> 0.0"),
     ("continual.cg_iters", 0, ">= 1"),
     ("connect.seeds", [1, 1], "two distinct seeds"),

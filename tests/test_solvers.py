@@ -141,3 +141,25 @@ def test_cg_on_a_network_is_the_exact_trust_region_step(float64, mode, kind, mas
     assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-6)
     if mask is not None:
         assert torch.all(step.theta[mask == 0] == 0)
+
+
+def test_the_default_output_basis_matches_the_weight_space_basis_in_float32():
+    """The default cg (output-space basis) against the weight-space basis in float32 on a conv
+    net with BatchNorm: the same Krylov step to float32 rounding, so the same objective."""
+    from tests.test_fast_paths import tiny_vgg_bn
+    model = tiny_vgg_bn()
+    metric = FunctionalMetric(model, torch.randn(16, 2, 8, 8, generator=torch.Generator()
+                                                  .manual_seed(0)))
+    w = metric.space.get(model)
+    v = torch.randn(w.shape, generator=torch.Generator().manual_seed(1))
+    local = metric.at(w)
+
+    def objective(theta):
+        return float(local.quadratic(theta)) - float(theta @ v)
+
+    assert ConjugateGradient().mode == "output_basis"
+    for eta in (1.0, 100.0):  # at 100 the Krylov space matters: 3 products are 6% off
+        default = ConjugateGradient()(local, v, eta)
+        weight = ConjugateGradient(mode="trust_region")(local, v, eta)
+        assert float((default.theta - weight.theta).norm() / weight.theta.norm()) < 1e-4
+        assert objective(default.theta) == pytest.approx(objective(weight.theta), rel=1e-5)

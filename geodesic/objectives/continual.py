@@ -41,10 +41,10 @@ class MemoryMetric(FunctionalMetric):
     The metric's inputs are indices into the memory, so a sampled batch carries its masks."""
 
     def __init__(self, model: nn.Module, memory: Memory, output: str = "logits",
-                 batch_size: int | None = None, seed: int = 0):
+                 batch_size: int | None = None, seed: int = 0, **options):
         device = memory.x.device
         super().__init__(model, torch.arange(len(memory), device=device), output, batch_size,
-                         seed=seed)
+                         seed=seed, **options)
         self.memory = memory
 
     def function(self, w: Tensor, index: Tensor) -> Tensor:
