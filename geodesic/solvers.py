@@ -33,9 +33,10 @@ class Step:
     residual: float | None = None  # relative residual of the linear solve (cg)
 
 
-def _scale_to_ball(theta: Tensor, eta: float) -> Tensor:
-    norm = theta.norm()
-    return theta * (eta / norm) if norm > eta else theta
+def _project_to_ball_(theta: Tensor, eta: float) -> Tensor:
+    """theta <- theta min(1, eta / ||theta||), in place."""
+    norm = float(theta.norm())
+    return theta.mul_(eta / norm) if norm > eta else theta
 
 
 @SOLVERS.register("cg")
@@ -228,17 +229,19 @@ class ProjectedGradient:
         u = v / v.norm().clamp_min(1e-30)
         lam = torch.zeros((), dtype=v.dtype, device=v.device)
         for _ in range(self.power_iters):
-            gu = local.mvp(u)
-            lam = gu.norm()
-            u = gu / lam.clamp_min(1e-30)
+            u = local.mvp(u)
+            lam = u.norm()
+            u.div_(lam.clamp_min(1e-30))
+        del u
         step = 1.0 / (4.0 * float(lam.clamp_min(1e-12)))
         theta = eta * v / v.norm().clamp_min(1e-30)
         y, t = theta.clone(), 1.0
-        for _ in range(self.iters):
-            grad = 2.0 * local.mvp(y) - beta * v
-            new = _scale_to_ball(y - step * grad, eta)
+        for _ in range(self.iters):  # in place: theta, y and one product's vector live
+            grad = local.mvp(y).mul_(2.0).sub_(v, alpha=beta)
+            new = _project_to_ball_(y.sub_(grad, alpha=step), eta)  # y is not needed again
+            del grad
             t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-            y = new + ((t - 1.0) / t_new) * (new - theta)
+            y = theta.sub_(new).mul_(-(t - 1.0) / t_new).add_(new)  # new + c (new - theta)
             theta, t = new, t_new
         return Step(theta)
 
