@@ -105,7 +105,7 @@ def logging_share(steps: int, solver: str | None) -> dict:
         s.solver = solver
     data = load_data(params)
     model, target = load_base_model(params, 0), load_base_model(params, 1)
-    metric = FunctionalMetric(model, data.train.x, s.output, s.metric_batch)
+    metric = FunctionalMetric(model, data.train.x, s.output, s.metric_batch, **s.metric_options())
     objective = TowardTarget(metric.space.get(target), tol=1e-3)
     work = Path(tempfile.mkdtemp(prefix="logging-share-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
