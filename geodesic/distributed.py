@@ -26,7 +26,7 @@ task batch) are combined with :func:`average`, the count-weighted mean over rank
 
 Launch, one machine with 2 processes (gloo on CPU, NCCL on GPU, one GPU per process)::
 
-    torchrun --nproc_per_node=2 my_traversal.py
+    torchrun --standalone --nproc_per_node=2 my_traversal.py
 
 Several machines: run the same command on every node, with the rendezvous on one of them::
 

@@ -18,8 +18,8 @@ from geodesic.objectives import TowardTarget
 from geodesic.solvers import ConjugateGradient, Penalty
 from geodesic.traverse import traverse
 
-SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty,
-           "cg-output": lambda: ConjugateGradient(iters=4, mode="output_basis")}
+SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty,  # cg: output basis
+           "cg-weight": lambda: ConjugateGradient(iters=4, mode="trust_region")}
 
 
 def problem():
@@ -43,7 +43,7 @@ def walk(metric_class, solver, batch_size, steps=4, **kw):
     return path.weights, [r["functional_step"] for r in path.records]
 
 
-SCENARIOS = [("cg", None), ("cg", 16), ("cg-output", 16), ("penalty", 16)]
+SCENARIOS = [("cg", None), ("cg", 16), ("cg-weight", 16), ("penalty", 16)]
 
 
 def worker(rank, world, init_file, out):
@@ -110,8 +110,8 @@ def test_torchrun_launch(tmp_path):
         torch.save(weights, {str(tmp_path)!r} + f"/w{{rank}}.pt")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                    "--master_port=0", str(script)], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", str(script)], check=True, env=env, timeout=300)
     weights, _ = walk(FunctionalMetric, "cg", 16)
     for rank in range(2):
         got = torch.load(tmp_path / f"w{rank}.pt", weights_only=True)
