@@ -307,7 +307,8 @@ class LocalMetric:
         return self.jvp(self.pullback(u))
 
     def mvp(self, theta: Tensor) -> Tensor:
-        """g theta = (1/|B|) J^T H (J theta): one metric-vector product."""
+        """g theta = (1/|B|) J^T H (J theta): one metric-vector product, as a new tensor (the
+        solvers update it in place)."""
         self.metric.evals += 1
         return self.pullback(self.output_operator(self.jvp(theta)))
 
