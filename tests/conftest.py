@@ -42,3 +42,16 @@ def tiny_convnet_bn(seed: int = 0) -> nn.Module:
         net.train()
         net(torch.randn(16, 2, 4, 4) * 2 + 1)
     return net.eval()
+
+
+def with_bn_statistics(net: nn.Module, shape) -> nn.Module:
+    with torch.no_grad():
+        net.train()(torch.randn(16, *shape[1:]) * 2 + 1)
+    return net.eval()
+
+
+def tiny_vgg_bn():
+    """The library's VGG class (features, flatten, classifier) with BatchNorm, tiny."""
+    from geodesic.models import VGG
+    torch.manual_seed(0)
+    return with_bn_statistics(VGG([3, "M", 4, 4, "M"], (2, 8, 8), 5, batch_norm=True), (1, 2, 8, 8))

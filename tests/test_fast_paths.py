@@ -12,19 +12,7 @@ from geodesic.models import VGG
 from geodesic.objectives import TowardTarget
 from geodesic.solvers import ConjugateGradient
 from geodesic.traverse import traverse
-from tests.conftest import tiny_convnet_bn, tiny_mlp
-
-
-def with_bn_statistics(net: nn.Module, shape) -> nn.Module:
-    with torch.no_grad():
-        net.train()(torch.randn(16, *shape[1:]) * 2 + 1)
-    return net.eval()
-
-
-def tiny_vgg_bn():
-    """The library's VGG class (features, flatten, classifier) with BatchNorm, tiny."""
-    torch.manual_seed(0)
-    return with_bn_statistics(VGG([3, "M", 4, 4, "M"], (2, 8, 8), 5, batch_norm=True), (1, 2, 8, 8))
+from tests.conftest import tiny_convnet_bn, tiny_mlp, tiny_vgg_bn, with_bn_statistics
 
 
 def tiny_vgg():

@@ -6,7 +6,7 @@ import torch
 
 from geodesic.metric import FunctionalMetric
 from geodesic.solvers import SOLVERS, ConjugateGradient, Penalty, ProjectedGradient
-from tests.conftest import tiny_mlp
+from tests.conftest import tiny_mlp, tiny_vgg_bn
 
 
 class QuadraticMetric:
@@ -146,7 +146,6 @@ def test_cg_on_a_network_is_the_exact_trust_region_step(float64, mode, kind, mas
 def test_the_default_output_basis_matches_the_weight_space_basis_in_float32():
     """The default cg (output-space basis) against the weight-space basis in float32 on a conv
     net with BatchNorm: the same Krylov step to float32 rounding, so the same objective."""
-    from tests.test_fast_paths import tiny_vgg_bn
     model = tiny_vgg_bn()
     metric = FunctionalMetric(model, torch.randn(16, 2, 8, 8, generator=torch.Generator()
                                                   .manual_seed(0)))
