@@ -3,7 +3,8 @@
     python bench/step.py                                  # mlp, vgg11, vgg16_bn; ~10 min on 2 cores
     python bench/step.py --models mlp --rounds 30 --batch 256
 
-A step is one iteration of :func:`geodesic.traverse.traverse` (``max_steps=1``) with the
+A step is one iteration of :func:`geodesic.traverse.traverse`'s loop (a ``max_steps=1`` call,
+timed from the loop's start to its record: the call's set-up is not a step's cost) with the
 solver built by ``build_solver`` from the default :class:`~geodesic.params.GeodesicSettings`
 (``cg``: 6 Lanczos iterations, exact Krylov trust-region step, basis in output space;
 ``cg-weight`` the same with the basis in weight space; ``cg5`` / ``cg10``: 5 / 10 iterations,
@@ -42,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.common import alternate, machine, make, ratios, sgd_step, table, write  # noqa: E402
+from bench.common import alternate, machine, make, ratios, sgd_step, sync, table, write  # noqa: E402
 from geodesic.metric import FunctionalMetric  # noqa: E402
 from geodesic.objectives import TowardTarget  # noqa: E402
 from geodesic.params import GeodesicSettings  # noqa: E402
 from geodesic.solvers import SOLVERS, build_solver  # noqa: E402
-from geodesic.traverse import traverse  # noqa: E402
+from geodesic.traverse import Callback, traverse  # noqa: E402
 
 CONFIGS = {  # measured configuration -> overrides of the default GeodesicSettings
     "cg": {"solver": "cg"},  # the default: 6 products, Lanczos basis in output space
@@ -73,11 +74,30 @@ def stepper(name: str, config: str, model, x):
     target = w0 + torch.randn(w0.shape, generator=torch.Generator().manual_seed(11)).to(w0)
     objective = TowardTarget(target, tol=0.0)
 
-    def step(steps: int = 1):
-        return traverse(model, objective, metric, solver, eta=settings.eta, beta=settings.beta,
-                        max_steps=steps)
+    clock = LoopClock()
+
+    def step(steps: int = 1) -> tuple[float, float]:
+        traverse(model, objective, metric, solver, eta=settings.eta, beta=settings.beta,
+                 max_steps=steps, callbacks=[clock])
+        return clock.elapsed()
 
     return step, metric
+
+
+class LoopClock(Callback):
+    """Wall and CPU seconds from the loop's start to its last record: the steps alone, without
+    the set-up and wind-down of a ``traverse`` call (flattening the weights, writing them back),
+    which a traversal pays once and a one-step call would pay every step."""
+
+    def on_start(self, path, w) -> None:
+        self.start = self.end = (time.perf_counter(), time.process_time())
+
+    def on_step(self, record, w) -> None:
+        sync()
+        self.end = (time.perf_counter(), time.process_time())
+
+    def elapsed(self) -> tuple[float, float]:
+        return self.end[0] - self.start[0], self.end[1] - self.start[1]
 
 
 def rss_kb(field: str = "VmRSS") -> int:

@@ -5,7 +5,8 @@
 given a :class:`~geodesic.metric.LocalMetric` (products with g at the current point) and the
 objective's direction v. Every solver returns a :class:`Step` with ||theta|| <= eta.
 
-    qp       projected accelerated gradient on the quadratic (the paper's formulation)
+    qp       projected accelerated gradient on the quadratic (the paper's formulation), run
+             in output space
     cg       Krylov (Lanczos / conjugate-gradient) solution with A = g + lambda I: the exact
              trust-region step in the Krylov space, or CG on A theta = beta v / 2 followed by
              theta <- theta min(1, eta / ||theta||) (natural-gradient view)
@@ -31,12 +32,6 @@ class Step:
     theta: Tensor
     quad: Tensor | None = None  # theta^T g theta when the solver has it for free
     residual: float | None = None  # relative residual of the linear solve (cg)
-
-
-def _project_to_ball_(theta: Tensor, eta: float) -> Tensor:
-    """theta <- theta min(1, eta / ||theta||), in place."""
-    norm = float(theta.norm())
-    return theta.mul_(eta / norm) if norm > eta else theta
 
 
 @SOLVERS.register("cg")
@@ -216,6 +211,19 @@ class ProjectedGradient:
     Step size 1/L with L = 2 lambda_max(g), lambda_max from ``power_iters`` power iterations
     (times a safety factor of 2, since power iteration approaches lambda_max from below);
     the start point is eta v / ||v||, the optimum when g = 0.
+
+    Every iterate lies in span{v} + range(J^T): the gradient 2 g y - beta v does, and the ball
+    projection and the momentum are linear combinations. So an iterate is held in output space
+    as theta = a v + J^T rho / |B| with its image J theta = a J v + s, s = J J^T rho / |B|
+    (one product, ``LocalMetric.gram``):
+
+        gradient step   a <- a + beta / L,   rho <- rho - (2 / L) H J theta
+        norm            ||theta||^2 = a^2 ||v||^2 + 2 a <J v, rho> + <rho, s>
+
+    and the power iteration u <- g u / ||g u|| from u = v / ||v|| as g u = J^T r / |B| with
+    r <- H s / ||g u||, ||g u||^2 = <r, s>. The iterates are those of weight-space FISTA; no
+    n-vector is held (a step's memory is that of one product) until theta is formed at the
+    end, and theta^T g theta = <J theta, H J theta> comes free.
     """
 
     iters: int = 20
@@ -226,24 +234,40 @@ class ProjectedGradient:
         return cls(iters=s.qp_iters)
 
     def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
-        u = v / v.norm().clamp_min(1e-30)
-        lam = torch.zeros((), dtype=v.dtype, device=v.device)
+        v_norm = float(v.norm())
+        if v_norm == 0.0:
+            return Step(torch.zeros_like(v), torch.zeros((), dtype=v.dtype, device=v.device))
+        inner, apply_h = local.output_inner, local.output_operator
+
+        def gram(rho: Tensor) -> Tensor:
+            return local.gram(rho.to(v.dtype)).double()
+
+        jv = local.jvp(v).double()
+        r, lam = apply_h(jv) / v_norm, 0.0
         for _ in range(self.power_iters):
-            u = local.mvp(u)
-            lam = u.norm()
-            u.div_(lam.clamp_min(1e-30))
-        del u
-        step = 1.0 / (4.0 * float(lam.clamp_min(1e-12)))
-        theta = eta * v / v.norm().clamp_min(1e-30)
-        y, t = theta.clone(), 1.0
-        for _ in range(self.iters):  # in place: theta, y and one product's vector live
-            grad = local.mvp(y).mul_(2.0).sub_(v, alpha=beta)
-            new = _project_to_ball_(y.sub_(grad, alpha=step), eta)  # y is not needed again
-            del grad
+            s = gram(r)
+            lam = float(inner(r, s)) ** 0.5
+            r = apply_h(s) / max(lam, 1e-30)
+        step = 1.0 / (4.0 * max(lam, 1e-12))
+        # (a, rho, s): theta; y the extrapolated point; both start at eta v / ||v||
+        theta = (eta / v_norm, torch.zeros_like(jv), torch.zeros_like(jv))
+        y, t = theta, 1.0
+        for _ in range(self.iters):
+            a = y[0] + step * beta
+            rho = y[1] - 2.0 * step * apply_h(y[0] * jv + y[2])
+            s = gram(rho)
+            norm2 = a * a * v_norm**2 + 2.0 * a * float(inner(jv, rho)) + float(inner(rho, s))
+            shrink = min(1.0, eta / max(norm2, 1e-60) ** 0.5)
+            new = (a * shrink, rho * shrink, s * shrink)
             t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-            y = theta.sub_(new).mul_(-(t - 1.0) / t_new).add_(new)  # new + c (new - theta)
+            c = (t - 1.0) / t_new
+            y = tuple(n + c * (n - o) for n, o in zip(new, theta))
             theta, t = new, t_new
-        return Step(theta)
+        a, rho, s = theta
+        image = a * jv + s
+        local.metric.evals += 1  # J v and the pullback forming theta: one product's worth
+        theta_w = local.pullback(rho.to(v.dtype)).add_(v, alpha=a)
+        return Step(theta_w, torch.as_tensor(float(inner(image, apply_h(image))), dtype=v.dtype))
 
 
 @SOLVERS.register("penalty")

@@ -162,3 +162,65 @@ def test_the_default_output_basis_matches_the_weight_space_basis_in_float32():
         weight = ConjugateGradient(mode="trust_region")(local, v, eta)
         assert float((default.theta - weight.theta).norm() / weight.theta.norm()) < 1e-4
         assert objective(default.theta) == pytest.approx(objective(weight.theta), rel=1e-5)
+
+
+def weight_space_fista(g, v, eta, beta, iters, power_iters):
+    """The qp iteration written directly in weight space with a dense g: the reference."""
+    u = v / v.norm()
+    for _ in range(power_iters):
+        u = g @ u
+        lam = u.norm()
+        u = u / lam
+    step = 1.0 / (4.0 * float(lam))
+    theta = eta * v / v.norm()
+    y, t = theta.clone(), 1.0
+    for _ in range(iters):
+        new = y - step * (2.0 * g @ y - beta * v)
+        new = new * min(1.0, eta / float(new.norm()))
+        t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
+        y = new + (t - 1.0) / t_new * (new - theta)
+        theta, t = new, t_new
+    return theta
+
+
+@pytest.mark.parametrize("kind", ["logits", "probs", "fisher"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("eta", [1e-3, 0.3, 30.0])
+def test_qp_in_output_space_has_the_weight_space_iterates(float64, kind, masked, eta):
+    """qp's output-space FISTA on a real LocalMetric gives the step of FISTA run on the dense
+    metric, iterate for iterate, also in a coordinate subspace; power_iters + iters products
+    plus one, and theta^T g theta exact."""
+    model = tiny_mlp().double()
+    metric = FunctionalMetric(model, torch.randn(7, 6), kind)
+    w = metric.space.get(model)
+    mask = (torch.rand_like(w) > 0.3).double() if masked else None
+    local = metric.at(w).restrict(mask)
+    p = torch.eye(w.numel()) if mask is None else torch.diag(mask)
+    g = p @ metric.dense(w) @ p
+    v = torch.randn_like(w) if mask is None else torch.randn_like(w) * mask
+    evals = metric.evals
+    step = ProjectedGradient(iters=15, power_iters=4)(local, v, eta, 2.0)
+    assert metric.evals - evals == 4 + 15 + 1
+    reference = weight_space_fista(g, v, eta, 2.0, 15, 4)
+    assert torch.allclose(step.theta, reference, rtol=1e-9, atol=1e-12 * eta)
+    assert step.theta.norm() <= eta * (1 + 1e-9)
+    assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-9)
+    if mask is not None:
+        assert torch.all(step.theta[mask == 0] == 0)
+
+
+def test_qp_in_float32_matches_float64_on_a_conv_net_with_batchnorm():
+    """The output-space representation in float32 against the same solver in float64 on a
+    conv net with BatchNorm: the step agrees to float32 rounding of the network's products."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 2, 8, 8, generator=gen)
+    steps = {}
+    for dtype in (torch.float32, torch.float64):
+        model = tiny_vgg_bn().to(dtype)
+        metric = FunctionalMetric(model, x.to(dtype))
+        w = metric.space.get(model)
+        v = torch.randn(w.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+        steps[dtype] = [ProjectedGradient()(metric.at(w), v, eta).theta.double()
+                        for eta in (1.0, 100.0)]
+    for single, double in zip(steps[torch.float32], steps[torch.float64]):
+        assert float((single - double).norm() / double.norm()) < 1e-4
