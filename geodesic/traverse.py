@@ -137,7 +137,7 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
             result = solver(local, v, eta, beta)
             theta = objective.constrain(result.theta)
             moved = w + theta
-            if _finite(theta, moved):
+            if _finite(moved):  # w is finite, so theta is when w + theta is
                 break
             halvings += 1
             if halvings > max_halvings:

@@ -125,3 +125,15 @@ def test_a_non_finite_direction_stops_with_a_clear_error(tmp_path):
     with pytest.raises(NumericalFault, match="not finite at step 1"):
         traverse(model, Poison(), metric, ConjugateGradient(iters=2), eta=0.01, max_steps=3,
                  directory=tmp_path)
+
+
+def test_the_cached_distance_to_the_target_follows_in_place_changes_of_w():
+    target = torch.zeros(5)
+    objective = TowardTarget(target, tol=0.1)
+    w = torch.full((5,), 2.0)
+    assert objective.distance(w) == pytest.approx(math.sqrt(20.0))
+    w.mul_(0.5)  # in place: the same tensor, a new value
+    assert objective.distance(w) == pytest.approx(math.sqrt(5.0))
+    other = torch.full((5,), 1.0)  # equal value, another tensor
+    assert objective.distance(other) == pytest.approx(math.sqrt(5.0))
+    assert not objective.done(w) and objective.done(torch.full((5,), 0.01))

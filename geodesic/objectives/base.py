@@ -18,6 +18,8 @@ Objectives compose: ``Combined([(1.0, a), (0.1, b)])`` has direction sum_i beta_
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 
@@ -60,12 +62,21 @@ class TowardTarget(Objective):
 
     def __init__(self, target: Tensor, tol: float):
         self.target, self.tol = target.detach(), tol
+        self._measured: tuple[weakref.ref, int, float] | None = None
 
     def direction(self, w: Tensor, local) -> Tensor:
         return self.target - w
 
     def distance(self, w: Tensor) -> float:
-        return float((self.target - w).norm())
+        """||w - w_target||, computed once per point: the loop asks at the same w for the stop
+        test and the record (a weak reference, so no past point is kept alive)."""
+        if self._measured is not None:
+            ref, version, value = self._measured
+            if ref() is w and version == w._version:
+                return value
+        value = float((self.target - w).norm())
+        self._measured = (weakref.ref(w), w._version, value)
+        return value
 
     def done(self, w: Tensor) -> bool:
         return self.distance(w) <= self.tol

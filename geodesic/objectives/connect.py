@@ -29,9 +29,8 @@ class Connect(TowardTarget):
         self.end: Tensor | None = None  # the walk's own last point, before the final segment
 
     def direction(self, w: Tensor, local) -> Tensor:
-        v = self.target - w
-        self.remaining = float(v.norm())  # the loop calls constrain next, at this same w
-        return v
+        self.remaining = self.distance(w)  # the loop calls constrain next, at this same w
+        return self.target - w
 
     def constrain(self, theta: Tensor) -> Tensor:
         norm = float(theta.norm())
