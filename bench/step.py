@@ -2,6 +2,7 @@
 
     python bench/step.py                                  # mlp, vgg11, vgg16_bn; ~10 min on 2 cores
     python bench/step.py --models mlp --rounds 30 --batch 256
+    python bench/step.py --models vgg11 --processes 3      # medians over 3 fresh processes
 
 A step is one iteration of :func:`geodesic.traverse.traverse`'s loop (a ``max_steps=1`` call,
 timed from the loop's start to its record: the call's set-up is not a step's cost) with the
@@ -34,6 +35,7 @@ import dataclasses
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -139,20 +141,23 @@ def probe(name: str, config: str, batch: int) -> dict:
             "peak_mb": rss_kb("VmHWM") / 1024, "kind": "rss"}
 
 
+def run_probe(args: list[str], threads: int | None, env: dict | None = None) -> dict:
+    """This script with ``args`` in a fresh process; its last output line, as JSON."""
+    cmd = [sys.executable, str(Path(__file__)), *args] + (["--threads", str(threads)]
+                                                          if threads else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def memory(name: str, configs: list[str], batch: int, threads: int | None) -> dict:
-    out = {}
-    for config in configs:
-        cmd = [sys.executable, str(Path(__file__)), "--probe", name, config, "--batch", str(batch)]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-        out[config] = json.loads(done.stdout.strip().splitlines()[-1])
-    return out
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    return {config: run_probe(["--probe", name, config, "--batch", str(batch)], threads, env)
+            for config in configs}
 
 
-def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool,
-            configs: list[str] = SOLVER_NAMES) -> dict:
+def timing(name: str, batch: int, rounds: int, configs: list[str]) -> dict:
+    """Step and SGD-step times of every configuration, alternating, in this process."""
     model, x, y = make(name, batch)
     fns = {"sgd": sgd_step(copy.deepcopy(model), x, y)}  # a copy: its BatchNorm statistics
     # and weights move with training, the traversal's must not (the metric caches f(x; w0))
@@ -165,9 +170,32 @@ def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory
     evals0 = {k: m.evals for k, m in metrics.items()}
     times = alternate(fns, rounds, warmup=warm)
     calls = rounds + warm
-    result = {"model": name, "batch": batch, "params": sum(p.numel() for p in model.parameters()),
-              "seconds": time.perf_counter() - t, "times": ratios(times),
-              "evals_per_step": {k: (m.evals - evals0[k]) / calls for k, m in metrics.items()}}
+    return {"seconds": time.perf_counter() - t, "times": ratios(times),
+            "evals_per_step": {k: (m.evals - evals0[k]) / calls for k, m in metrics.items()}}
+
+
+def timing_in_processes(name: str, batch: int, rounds: int, threads: int | None,
+                        configs: list[str], processes: int) -> dict:
+    """``timing`` in ``processes`` fresh processes; every figure is the median over them.
+
+    The SGD step's time moves between processes by more than within one (measured on VGG11
+    here: 605 ms in one process, 792 ms in the next, each steady over its rounds), so one
+    process's ratio can be 15% off either way."""
+    runs = [run_probe(["--time-probe", name, "--batch", str(batch), "--rounds", str(rounds),
+                       "--configs", *configs], threads) for _ in range(processes)]
+    times = {k: {f: statistics.median(r["times"][k][f] for r in runs) for f in v}
+             for k, v in runs[0]["times"].items()}
+    return {"seconds": sum(r["seconds"] for r in runs), "times": times,
+            "evals_per_step": runs[0]["evals_per_step"],
+            "ratio_per_process": {k: [r["times"][k]["ratio"] for r in runs] for k in times}}
+
+
+def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool,
+            configs: list[str] = SOLVER_NAMES, processes: int = 1) -> dict:
+    result = {"model": name, "batch": batch,
+              "params": sum(p.numel() for p in make(name, 1)[0].parameters())}
+    result.update(timing(name, batch, rounds, configs) if processes == 1 else
+                  timing_in_processes(name, batch, rounds, threads, configs, processes))
     result["sgd_ms"] = 1e3 * result["times"]["sgd"]["median_s"]
     if with_memory:
         mem = memory(name, ["sgd", "product", *configs], batch, threads)
@@ -188,18 +216,27 @@ def main(argv=None) -> None:
                         help="results file name under bench/results (without .json)")
     parser.add_argument("--configs", nargs="+", default=SOLVER_NAMES, choices=SOLVER_NAMES,
                         help="configurations to measure (default: all)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="time in this many fresh processes, report medians over them")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--probe", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
+    parser.add_argument("--time-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error(f"--processes must be >= 1, got {args.processes}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.probe:
         print(json.dumps(probe(*args.probe, args.batch)))
         return
+    if args.time_probe:
+        rounds = args.rounds or DEFAULT_ROUNDS.get(args.time_probe, 3)
+        print(json.dumps(timing(args.time_probe, args.batch, rounds, args.configs)))
+        return
     results, rows = [], []
     for name in args.models:
         res = measure(name, args.batch, args.rounds or DEFAULT_ROUNDS.get(name, 3),
-                      args.threads, not args.no_memory, args.configs)
+                      args.threads, not args.no_memory, args.configs, args.processes)
         results.append(res)
         for solver_name in args.configs:
             t = res["times"][solver_name]
