@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from geodesic.metric import LocalMetric
+from geodesic.params import GeodesicSettings
 from geodesic.registry import Registry
 
 SOLVERS: Registry[type] = Registry("solver")
@@ -57,9 +58,9 @@ class ConjugateGradient:
     Every mode gives theta^T g theta for free.
     """
 
-    iters: int = 6
-    damping: float = 1e-3
-    mode: str = "output_basis"
+    iters: int = GeodesicSettings.cg_iters  # the defaults are the settings' defaults
+    damping: float = GeodesicSettings.damping
+    mode: str = GeodesicSettings.cg_mode
 
     @classmethod
     def from_settings(cls, s) -> "ConjugateGradient":
@@ -226,7 +227,7 @@ class ProjectedGradient:
     end, and theta^T g theta = <J theta, H J theta> comes free.
     """
 
-    iters: int = 20
+    iters: int = GeodesicSettings.qp_iters
     power_iters: int = 3
 
     @classmethod
