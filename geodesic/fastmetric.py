@@ -115,19 +115,22 @@ def _bn_forward(step, a, p):
 
 
 def _bn_tangent(step, a, p, dp, da):
+    """dy = (g / s) da + k a + (dc - k m) with k = dg / s: per-channel factors, so at most two
+    fused passes (addcmul) over the activations."""
     m = step.module
     inv = (m.running_var + m.eps).rsqrt()
-    dy = None
-    if dp.get("weight") is not None:
-        dy = (a - _channel(m.running_mean, a.ndim)) * _channel(inv * dp["weight"], a.ndim)
-    if dp.get("bias") is not None:
-        dy = _add(dy, _channel(dp["bias"], a.ndim))
-        if dy.shape != a.shape:
-            dy = dy.expand_as(a)
+    dg, dc = dp.get("weight"), dp.get("bias")
+    k = None if dg is None else inv * dg
+    shift = None if k is None else -k * m.running_mean  # the per-channel constant
+    if dc is not None:
+        shift = dc if shift is None else shift + dc
+    dy = None if k is None else torch.addcmul(_channel(shift, a.ndim), a, _channel(k, a.ndim))
     if da is not None:
-        scale = inv if p.get("weight") is None else inv * p["weight"]
-        dy = _add(dy, da * _channel(scale, a.ndim))
-    return dy
+        scale = _channel(inv if p.get("weight") is None else inv * p["weight"], a.ndim)
+        if dy is not None:
+            return dy.addcmul_(da, scale)  # dy is a fresh tensor
+        return da * scale if shift is None else torch.addcmul(_channel(shift, a.ndim), da, scale)
+    return dy if dy is not None or shift is None else _channel(shift, a.ndim).expand_as(a)
 
 
 def _pool_forward(step, a, p):

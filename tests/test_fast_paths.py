@@ -104,6 +104,30 @@ def test_frozen_parameters_are_constants(float64):
     assert rel(fast.at(w).mvp(theta), plain.dense(w) @ theta) < 1e-10
 
 
+@pytest.mark.parametrize("frozen", [("bn.weight",), ("bn.bias",), ("bn.weight", "bn.bias"),
+                                    ("conv.weight", "conv.bias"),
+                                    ("conv.weight", "conv.bias", "bn.weight"),
+                                    ("conv.weight", "conv.bias", "bn.bias")])
+def test_batchnorm_tangent_with_frozen_parts(float64, frozen):
+    """Every branch of the BatchNorm tangent (scale, shift, incoming tangent, each absent)
+    against the generic path: frozen BatchNorm factors, and a frozen first convolution so the
+    first BatchNorm gets no incoming tangent."""
+    model = tiny_vgg_bn().double()
+    conv, bn = model.features[0], model.features[1]
+    assert isinstance(bn, nn.BatchNorm2d)
+    for name in frozen:
+        getattr({"conv": conv, "bn": bn}[name.split(".")[0]], name.split(".")[1]) \
+            .requires_grad_(False)
+    x = torch.randn(4, 2, 8, 8)
+    fast, plain = FunctionalMetric(model, x), FunctionalMetric(model, x, fast=False)
+    assert fast.chain is not None
+    w = fast.space.get(model) + 0.1 * torch.randn(fast.space.dim)
+    a, b = fast.at(w), plain.at(w)
+    theta = torch.randn_like(w)
+    assert rel(a.jvp(theta), b.jvp(theta)) < 1e-12
+    assert rel(a.mvp(theta), plain.dense(w) @ theta) < 1e-10
+
+
 def test_non_chains_fall_back_to_the_generic_path(float64):
     for model in (Residual().double(), nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4)).double()):
         x = torch.randn(5, 6)
