@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -82,14 +82,20 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+class Timed(NamedTuple):
+    """Seconds a timed function measured for the part of its call that counts."""
+    wall: float
+    cpu: float
+
+
 def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
               max_seconds: float | None = None) -> dict[str, list[float]]:
     """Seconds per call of each function, timed in ``rounds`` rounds that call every function
     once in turn (so slow phases of a noisy machine hit all of them alike). The wall-clock
     times are under the function's name; the process CPU times (all threads) under
     ``name + "@cpu"``, which is the cost when other jobs take turns on the cores. A function
-    that returns a pair (wall seconds, CPU seconds) has timed the part of its call that counts
-    itself; that pair is kept instead of the whole call's."""
+    that returns :class:`Timed` has timed the part of its call that counts itself; that is
+    kept instead of the whole call's."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -102,7 +108,7 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
             t, c = time.perf_counter(), time.process_time()
             out = fn()
             sync()
-            wall, cpu = out if isinstance(out, tuple) else (time.perf_counter() - t,
+            wall, cpu = out if isinstance(out, Timed) else (time.perf_counter() - t,
                                                              time.process_time() - c)
             times[name].append(wall)
             times[f"{name}@cpu"].append(cpu)

@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.common import alternate, machine, make, ratios, sgd_step, sync, table, write  # noqa: E402
+from bench.common import (Timed, alternate, machine, make, ratios, sgd_step, sync, table,  # noqa: E402
+                          write)
 from geodesic.metric import FunctionalMetric  # noqa: E402
 from geodesic.objectives import TowardTarget  # noqa: E402
 from geodesic.params import GeodesicSettings  # noqa: E402
@@ -78,7 +79,7 @@ def stepper(name: str, config: str, model, x):
 
     clock = LoopClock()
 
-    def step(steps: int = 1) -> tuple[float, float]:
+    def step(steps: int = 1) -> Timed:
         traverse(model, objective, metric, solver, eta=settings.eta, beta=settings.beta,
                  max_steps=steps, callbacks=[clock])
         return clock.elapsed()
@@ -98,8 +99,8 @@ class LoopClock(Callback):
         sync()
         self.end = (time.perf_counter(), time.process_time())
 
-    def elapsed(self) -> tuple[float, float]:
-        return self.end[0] - self.start[0], self.end[1] - self.start[1]
+    def elapsed(self) -> Timed:
+        return Timed(self.end[0] - self.start[0], self.end[1] - self.start[1])
 
 
 def rss_kb(field: str = "VmRSS") -> int:
