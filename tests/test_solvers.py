@@ -117,6 +117,19 @@ def test_penalty_steps_along_the_pull_minus_the_distance_gradient():
     assert torch.allclose(step.theta, 0.2 * d / d.norm())
 
 
+def network_problem(kind, masked):
+    """A real LocalMetric on a tiny MLP (7 inputs x 3 outputs), optionally restricted to a
+    random coordinate subspace, with its dense metric P g P and a direction v in the subspace."""
+    model = tiny_mlp().double()
+    metric = FunctionalMetric(model, torch.randn(7, 6), kind)
+    w = metric.space.get(model)
+    mask = (torch.rand_like(w) > 0.3).double() if masked else None
+    local = metric.at(w).restrict(mask)
+    p = torch.eye(w.numel()) if mask is None else torch.diag(mask)
+    v = torch.randn_like(w) if mask is None else torch.randn_like(w) * mask
+    return metric, local, mask, p @ metric.dense(w) @ p, v
+
+
 @pytest.mark.parametrize("mode", ["trust_region", "output_basis"])
 @pytest.mark.parametrize("kind", ["logits", "fisher"])
 @pytest.mark.parametrize("masked", [False, True])
@@ -125,14 +138,7 @@ def test_cg_on_a_network_is_the_exact_trust_region_step(float64, mode, kind, mas
     """Both Lanczos forms on a real LocalMetric: with the Krylov space complete (k past the
     rank of g, 7 inputs x 3 outputs) the step is the exact optimum from the dense metric,
     also confined to a coordinate subspace; at most k products are counted."""
-    model = tiny_mlp().double()
-    metric = FunctionalMetric(model, torch.randn(7, 6), kind)
-    w = metric.space.get(model)
-    mask = (torch.rand_like(w) > 0.3).double() if masked else None
-    local = metric.at(w).restrict(mask)
-    p = torch.eye(w.numel()) if mask is None else torch.diag(mask)
-    g = p @ metric.dense(w) @ p
-    v = torch.randn_like(w) if mask is None else torch.randn_like(w) * mask
+    metric, local, mask, g, v = network_problem(kind, masked)
     evals = metric.evals
     step = ConjugateGradient(iters=25, damping=1e-9, mode=mode)(local, v, eta, 2.0)
     assert metric.evals - evals <= 25  # fewer when the Krylov space is complete early
@@ -190,14 +196,7 @@ def test_qp_in_output_space_has_the_weight_space_iterates(float64, kind, masked,
     """qp's output-space FISTA on a real LocalMetric gives the step of FISTA run on the dense
     metric, iterate for iterate, also in a coordinate subspace; power_iters + iters products
     plus one, and theta^T g theta exact."""
-    model = tiny_mlp().double()
-    metric = FunctionalMetric(model, torch.randn(7, 6), kind)
-    w = metric.space.get(model)
-    mask = (torch.rand_like(w) > 0.3).double() if masked else None
-    local = metric.at(w).restrict(mask)
-    p = torch.eye(w.numel()) if mask is None else torch.diag(mask)
-    g = p @ metric.dense(w) @ p
-    v = torch.randn_like(w) if mask is None else torch.randn_like(w) * mask
+    metric, local, mask, g, v = network_problem(kind, masked)
     evals = metric.evals
     step = ProjectedGradient(iters=15, power_iters=4)(local, v, eta, 2.0)
     assert metric.evals - evals == 4 + 15 + 1
