@@ -90,10 +90,8 @@ class DistributedMetric(FunctionalMetric):
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
                  batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0,
-                 *, group=None, sharded: bool = False, fast: bool = True, amp: bool = False,
-                 compile: bool = False):
-        super().__init__(model, inputs, output, batch_size, reference, seed, fast=fast, amp=amp,
-                         compile=compile)
+                 *, group=None, sharded: bool = False, **options):
+        super().__init__(model, inputs, output, batch_size, reference, seed, **options)
         self.group, self.sharded = group, sharded
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
 

@@ -73,10 +73,10 @@ class ProgressLog(Callback):
                  record["step"], self.max_steps, rate, eta_s, extra)
 
 
-def _finite(*tensors: Tensor) -> bool:
-    """No NaN or Inf in any tensor: a sum is non-finite when any term is (and when finite
-    terms overflow float range, also a fault), without an n-sized temporary."""
-    return all(math.isfinite(float(t.sum())) for t in tensors)
+def _finite(t: Tensor) -> bool:
+    """No NaN or Inf in t: a sum is non-finite when any term is (and when finite terms overflow
+    float range, also a fault), without an n-sized temporary."""
+    return math.isfinite(float(t.sum()))
 
 
 def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, solver, *,
