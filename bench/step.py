@@ -171,7 +171,8 @@ def timing(name: str, batch: int, rounds: int, configs: list[str]) -> dict:
     evals0 = {k: m.evals for k, m in metrics.items()}
     times = alternate(fns, rounds, warmup=warm)
     calls = rounds + warm
-    return {"seconds": time.perf_counter() - t, "times": ratios(times),
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "seconds": time.perf_counter() - t, "times": ratios(times),
             "evals_per_step": {k: (m.evals - evals0[k]) / calls for k, m in metrics.items()}}
 
 
@@ -186,15 +187,15 @@ def timing_in_processes(name: str, batch: int, rounds: int, threads: int | None,
                        "--configs", *configs], threads) for _ in range(processes)]
     times = {k: {f: statistics.median(r["times"][k][f] for r in runs) for f in v}
              for k, v in runs[0]["times"].items()}
-    return {"seconds": sum(r["seconds"] for r in runs), "times": times,
+    return {"params": runs[0]["params"], "seconds": sum(r["seconds"] for r in runs),
+            "times": times,
             "evals_per_step": runs[0]["evals_per_step"],
             "ratio_per_process": {k: [r["times"][k]["ratio"] for r in runs] for k in times}}
 
 
 def measure(name: str, batch: int, rounds: int, threads: int | None, with_memory: bool,
             configs: list[str] = SOLVER_NAMES, processes: int = 1) -> dict:
-    result = {"model": name, "batch": batch,
-              "params": sum(p.numel() for p in make(name, 1)[0].parameters())}
+    result = {"model": name, "batch": batch}
     result.update(timing(name, batch, rounds, configs) if processes == 1 else
                   timing_in_processes(name, batch, rounds, threads, configs, processes))
     result["sgd_ms"] = 1e3 * result["times"]["sgd"]["median_s"]
