@@ -10,6 +10,8 @@ every reduction over the batch is an all-reduce (sum) followed by the global 1/|
     pullback(u)       (1/|B|) sum_r J_{B_r}^T u_r           (hence mvp and distance_gradient)
     quadratic(theta)  (1/|B|) sum_r sum_{x in B_r} (J_x theta)^T H (J_x theta)
 
+(the quadratic over the global batch's first k inputs takes each rank's rows among them).
+
 Every rank receives the same reduced vector, so the solvers, objectives and the loop
 (:func:`geodesic.traverse.traverse`) run unchanged and identically on every rank: the path is the
 one-process path on the global batch, up to the order of floating-point summation.
@@ -103,25 +105,30 @@ class DistributedMetric(FunctionalMetric):
             idx = self.draw()
             rows = torch.arange(len(self.inputs), device=self.inputs.device) if idx is None else idx
             x = self.inputs[rows]
-        if self.sharded:
-            total = all_sum(torch.tensor([len(x)], device=x.device), self.group)
-            return DistributedLocalMetric(self, w.detach(), x, int(total), rows)
+        if self.sharded:  # the global batch is the ranks' shards in rank order
+            sizes = torch.zeros(self.world, dtype=torch.long, device=x.device)
+            sizes[self.rank] = len(x)
+            sizes = all_sum(sizes, self.group).tolist()
+            return DistributedLocalMetric(self, w.detach(), x, sum(sizes), rows,
+                                          sum(sizes[:self.rank]))
         if len(x) < self.world:
             raise ValueError(f"a metric batch of {len(x)} inputs cannot be split over "
                              f"{self.world} ranks")
         part = torch.tensor_split(torch.arange(len(x), device=x.device), self.world)[self.rank]
         return DistributedLocalMetric(self, w.detach(), x[part], len(x),
-                                      None if rows is None else rows[part])
+                                      None if rows is None else rows[part],
+                                      self.rank * (len(x) // self.world)
+                                      + min(self.rank, len(x) % self.world))  # part's first row
 
 
 class DistributedLocalMetric(LocalMetric):
     """:class:`~geodesic.metric.LocalMetric` on this rank's shard x of a global batch of
-    ``total`` inputs: ``reduce`` all-reduces, ``batch`` is the global size. ``jvp`` and ``z``
-    are this rank's rows only."""
+    ``total`` inputs whose first row is the global batch's row ``offset``: ``reduce``
+    all-reduces, ``batch`` is the global size. ``jvp`` and ``z`` are this rank's rows only."""
 
     def __init__(self, metric: DistributedMetric, w: Tensor, x: Tensor, total: int,
-                 rows: Tensor | None = None):
-        self.total = total
+                 rows: Tensor | None = None, offset: int = 0):
+        self.total, self.offset = total, offset
         super().__init__(metric, w, x, rows)
 
     @property
@@ -130,3 +137,6 @@ class DistributedLocalMetric(LocalMetric):
 
     def reduce(self, total: Tensor) -> Tensor:
         return all_sum(total, self.metric.group)
+
+    def shard_rows(self, rows: int) -> int:
+        return max(0, min(rows - self.offset, len(self.x)))

@@ -316,12 +316,15 @@ class ChainLinearization:
         return self.autocast() if self.autocast is not None else nullcontext()
 
     @torch.no_grad()
-    def jvp(self, theta: Tensor) -> Tensor:
-        """J theta by the forward tangent recursion over the saved activations."""
+    def jvp(self, theta: Tensor, rows: int | None = None) -> Tensor:
+        """J theta by the forward tangent recursion over the saved activations; with ``rows``,
+        over the first ``rows`` inputs' activations only (every saved tensor is batch-first)."""
+        saved = self.saved if rows is None else [None if s is None else s[:rows]
+                                                 for s in self.saved]
         with self._autocast():
-            da = self.tangent(theta, self.params, self.saved)
+            da = self.tangent(theta, self.params, saved)
         if da is None:
-            return torch.zeros_like(self.z)
+            return torch.zeros_like(self.z[:rows])
         return da.to(self.z.dtype)
 
     def vjp(self, u: Tensor) -> Tensor:

@@ -235,6 +235,7 @@ class GenericLinearization:
     def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
         self.autocast = metric.autocast()
         self.function = lambda v: metric.function(v, x)
+        self.metric, self.x = metric, x
         with self._autocast():
             z, self._pullback = vjp(self.function, w)
         self.w, self.out_dtype = w, z.dtype
@@ -243,9 +244,12 @@ class GenericLinearization:
     def _autocast(self):
         return self.autocast() if self.autocast is not None else nullcontext()
 
-    def jvp(self, theta: Tensor) -> Tensor:
-        # full precision even under amp: forward-mode AD does not compose with autocast
-        return jvp(self.function, (self.w,), (theta,))[1].to(self.z.dtype)
+    def jvp(self, theta: Tensor, rows: int | None = None) -> Tensor:
+        """J theta on the first ``rows`` inputs (all when None), recomputing their forward pass;
+        in full precision even under amp: forward-mode AD does not compose with autocast."""
+        function = self.function if rows is None else \
+            (lambda v: self.metric.function(v, self.x[:rows]))
+        return jvp(function, (self.w,), (theta,))[1].to(self.z.dtype)
 
     def vjp(self, u: Tensor) -> Tensor:
         return self._pullback(u.to(self.out_dtype))[0]
@@ -283,9 +287,14 @@ class LocalMetric:
         """Sum of a batch-summed quantity over every shard of the batch (here: one shard)."""
         return total
 
-    def jvp(self, theta: Tensor) -> Tensor:
-        """J theta (J P theta when restricted): the first-order change of the outputs, (B, m)."""
-        return self.linear.jvp(theta if self.mask is None else theta * self.mask)
+    def jvp(self, theta: Tensor, rows: int | None = None) -> Tensor:
+        """J theta (J P theta when restricted): the first-order change of the outputs, (B, m);
+        with ``rows``, of this shard's first ``rows`` inputs only, (rows, m)."""
+        return self.linear.jvp(theta if self.mask is None else theta * self.mask, rows)
+
+    def shard_rows(self, rows: int) -> int:
+        """How many of this shard's inputs are among the first ``rows`` inputs of the batch."""
+        return min(rows, len(self.x))
 
     def pullback(self, u: Tensor) -> Tensor:
         """(1/|B|) J^T u for an output-space vector u of shape (B, m); the 1/|B| is applied to
@@ -312,11 +321,19 @@ class LocalMetric:
         self.metric.evals += 1
         return self.pullback(self.output_operator(self.jvp(theta)))
 
-    def quadratic(self, theta: Tensor) -> Tensor:
-        """theta^T g theta = (1/|B|) sum_x (J_x theta)^T H (J_x theta), from one jvp."""
+    def quadratic(self, theta: Tensor, rows: int | None = None) -> Tensor:
+        """theta^T g theta = (1/|B|) sum_x (J_x theta)^T H (J_x theta), from one jvp.
+
+        With ``rows`` < |B|: the same mean over the first ``rows`` inputs of the batch only, an
+        unbiased estimate of it when the batch is a random draw, at about rows / |B| of the
+        cost (the jvp runs on those inputs alone)."""
         self.metric.evals += 1
-        u = self.jvp(theta)
-        return self.output_inner(u, self.output_operator(u))
+        if rows is None or rows >= self.batch:
+            u = self.jvp(theta)
+            return self.output_inner(u, self.output_operator(u))
+        k = self.shard_rows(rows)
+        u = self.jvp(theta, k) if k else self.z[:0]
+        return self.reduce((u * self.metric.operator(self.z[:k], u)).sum()) / rows
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""

@@ -73,6 +73,10 @@ class GeodesicSettings:
                            "(trust_region: k n-vectors), or CG then rescaling to eta",
                            choices=CG_MODES)
     qp_iters: int = setting(20, "inner iterations of the constrained solve (qp)", low=1)
+    penalty_length_batch: int = setting(32, "penalty: inputs of the metric batch (its first ones) "
+                                        "on which a step's functional length "
+                                        "sqrt(theta^T g theta) is measured for the record; "
+                                        "0: the whole batch", low=0)
     max_steps: int = setting(2000, "step budget of the whole traversal", low=0)
     eval_every: int = setting(10, "held-out evaluation every k steps", low=1)
     checkpoint_every: int = setting(50, "path checkpoint every k steps", low=1)

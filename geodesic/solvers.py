@@ -274,15 +274,28 @@ class ProjectedGradient:
 @SOLVERS.register("penalty")
 @dataclass
 class Penalty:
-    """theta = eta d / ||d|| with d = beta v - grad D(w): one pullback, no metric products."""
+    """theta = eta d / ||d|| with d = beta v - grad D(w): one pullback, no metric products.
+
+    The step's theta^T g theta (the record's functional step) is measured by one jvp on the first
+    ``length_batch`` inputs of the metric batch (0: all of them): an unbiased estimate of the
+    whole batch's value when the batch is a random draw, at about length_batch / |B| of the
+    cost of a jvp on the whole batch (measured: 0.13 against 0.47 SGD steps on VGG11 with 32 of
+    128 inputs). Like the loop's own measurement, it is not counted in ``evals``.
+    """
+
+    length_batch: int = GeodesicSettings.penalty_length_batch
 
     @classmethod
     def from_settings(cls, s) -> "Penalty":
-        return cls()
+        return cls(length_batch=s.penalty_length_batch)
 
     def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
         d = torch.sub(v, local.distance_gradient(), alpha=1.0 / beta)  # d / beta: same theta
-        return Step(d.mul_(eta / d.norm().clamp_min(1e-30)))
+        theta = d.mul_(eta / d.norm().clamp_min(1e-30))
+        evals = local.metric.evals
+        quad = local.quadratic(theta, rows=self.length_batch or None)
+        local.metric.evals = evals
+        return Step(theta, quad)
 
 
 def build_solver(settings) -> "ConjugateGradient | ProjectedGradient | Penalty":

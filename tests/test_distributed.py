@@ -19,6 +19,8 @@ from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
 from geodesic.traverse import traverse
 
 SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty,  # cg: output basis
+           "penalty-12": lambda: Penalty(length_batch=12),  # rows 0-7 on rank 0, 8-11 on rank 1
+           "penalty-10": lambda: Penalty(length_batch=10),  # sharded: all on rank 0
            "cg-weight": lambda: ConjugateGradient(iters=4, mode="trust_region"),
            "qp": lambda: ProjectedGradient(iters=5)}
 
@@ -44,7 +46,9 @@ def walk(metric_class, solver, batch_size, steps=4, **kw):
     return path.weights, [r["functional_step"] for r in path.records]
 
 
-SCENARIOS = [("cg", None), ("cg", 16), ("cg-weight", 16), ("qp", 16), ("penalty", 16)]
+SCENARIOS = [("cg", None), ("cg", 16), ("cg-weight", 16), ("qp", 16), ("penalty", 16),
+             ("penalty-12", 16)]
+SHARDED = ["cg", "penalty-10"]
 
 
 def worker(rank, world, init_file, out):
@@ -57,12 +61,13 @@ def worker(rank, world, init_file, out):
         for solver, batch_size in SCENARIOS:
             weights, steps = walk(DistributedMetric, solver, batch_size)
             results[f"{solver}-{batch_size}"] = {"weights": weights, "steps": steps}
-        model, pool, objective = problem()  # sharded: each rank passes only its part of the pool
-        metric = DistributedMetric(model, torch.tensor_split(pool, world)[rank], sharded=True)
-        path = traverse(model, objective, metric, SOLVERS["cg"](), eta=0.05, beta=10.0,
-                        max_steps=4)
-        results["sharded"] = {"weights": path.weights,
-                              "steps": [r["functional_step"] for r in path.records]}
+        for solver in SHARDED:  # sharded: each rank passes only its part of the pool
+            model, pool, objective = problem()
+            metric = DistributedMetric(model, torch.tensor_split(pool, world)[rank], sharded=True)
+            path = traverse(model, objective, metric, SOLVERS[solver](), eta=0.05, beta=10.0,
+                            max_steps=4)
+            results[f"sharded-{solver}"] = {"weights": path.weights,
+                                            "steps": [r["functional_step"] for r in path.records]}
         results["mean"] = average(torch.full((3,), float(rank)), rank + 1)
         torch.save(results, f"{out}.{rank}")
     finally:
@@ -86,10 +91,11 @@ def test_two_processes_walk_the_one_process_path(ranks, solver, batch_size):
     assert ranks[0][key]["steps"] == pytest.approx(steps, rel=1e-4)
 
 
-def test_sharded_pools_equal_the_whole_pool(ranks):
-    weights, steps = walk(FunctionalMetric, "cg", None)
-    assert torch.allclose(ranks[1]["sharded"]["weights"], weights, rtol=1e-5, atol=1e-6)
-    assert ranks[1]["sharded"]["steps"] == pytest.approx(steps, rel=1e-4)
+@pytest.mark.parametrize("solver", SHARDED)
+def test_sharded_pools_equal_the_whole_pool(ranks, solver):
+    weights, steps = walk(FunctionalMetric, solver, None)
+    assert torch.allclose(ranks[1][f"sharded-{solver}"]["weights"], weights, rtol=1e-5, atol=1e-6)
+    assert ranks[1][f"sharded-{solver}"]["steps"] == pytest.approx(steps, rel=1e-4)
 
 
 def test_average_weights_by_count(ranks):

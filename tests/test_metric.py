@@ -5,7 +5,7 @@ from torch.func import jacrev
 
 from geodesic.metric import OUTPUT_KINDS, FunctionalMetric, functional_length
 from geodesic.registry import UnknownNameError
-from tests.conftest import tiny_convnet_bn, tiny_mlp
+from tests.conftest import tiny_convnet_bn, tiny_mlp, tiny_vgg_bn
 
 
 def explicit_metric(metric: FunctionalMetric, w, x, kind: str):
@@ -37,6 +37,28 @@ def test_metric_vector_product_equals_dense(float64, make, shape, kind):
         assert (local.mvp(theta) - exact).norm() / exact.norm() < 1e-5
         assert abs(float(local.quadratic(theta)) - float(theta @ exact)) < 1e-8 * float(theta @ exact)
         assert functional_length(local, theta) == pytest.approx(float(theta @ exact) ** 0.5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("kind", ["logits", "fisher"])
+@pytest.mark.parametrize("make, shape", [(tiny_mlp, (7, 6)), (tiny_vgg_bn, (6, 2, 8, 8))])
+def test_quadratic_on_the_first_rows_is_the_dense_quadratic_of_those_inputs(float64, make, shape,
+                                                                            kind, fast):
+    model = make().double()
+    x = torch.randn(*shape)
+    metric = FunctionalMetric(model, x, kind, fast=fast)
+    assert (metric.chain is not None) == fast
+    w = metric.space.get(model)
+    mask = (torch.rand(w.shape) < 0.6).double()
+    local = metric.at(w).restrict(mask)
+    theta = torch.randn_like(w)
+    for rows in (1, 3, len(x) - 1):
+        dense = explicit_metric(metric, w, x[:rows], kind)
+        exact = float((theta * mask) @ dense @ (theta * mask))
+        assert float(local.quadratic(theta, rows)) == pytest.approx(exact, rel=1e-10)
+    whole = float(local.quadratic(theta))
+    assert float(local.quadratic(theta, len(x))) == whole  # rows >= |B|: the whole batch
+    assert float(local.quadratic(theta, 100)) == whole
 
 
 def test_metric_leaves_batchnorm_statistics_and_mode_alone(float64):

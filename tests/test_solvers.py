@@ -42,6 +42,9 @@ class QuadraticMetric:
     def distance_gradient(self):
         return self._dg
 
+    def quadratic(self, theta, rows=None):
+        return theta @ self.g @ theta
+
 
 def exact_trust_region(g, c, eta):
     """argmin theta^T g theta - c^T theta, ||theta|| <= eta, by eigendecomposition + bisection."""
@@ -115,6 +118,21 @@ def test_penalty_steps_along_the_pull_minus_the_distance_gradient():
     step = Penalty()(QuadraticMetric(g, dg), v, 0.2, 3.0)
     d = 3.0 * v - dg
     assert torch.allclose(step.theta, 0.2 * d / d.norm())
+    assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-12)
+
+
+@pytest.mark.parametrize("length_batch, rows", [(0, 7), (3, 3), (7, 7), (50, 7)])
+def test_penalty_measures_its_functional_step_on_the_first_inputs(float64, length_batch, rows):
+    model = tiny_mlp().double()
+    x = torch.randn(7, 6)
+    metric = FunctionalMetric(model, x)
+    w = metric.space.get(model)
+    local = metric.at(w)
+    evals = metric.evals
+    step = Penalty(length_batch=length_batch)(local, torch.randn_like(w), 0.1, 2.0)
+    assert metric.evals == evals + 1  # the pullback; the record's measurement is not counted
+    dense = metric.dense(w, x[:rows])
+    assert float(step.quad) == pytest.approx(float(step.theta @ dense @ step.theta), rel=1e-10)
 
 
 def network_problem(kind, masked):
