@@ -41,12 +41,6 @@ from torch import Tensor, nn
 Params = dict[str, Tensor]
 
 
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    if a is None:
-        return b
-    return a if b is None else a + b
-
-
 @dataclass
 class Rule:
     """How one layer runs forward (keeping what its tangent needs) and propagates a tangent.
@@ -54,7 +48,8 @@ class Rule:
     ``forward(step, a, p) -> (y, saved)`` and ``tangent(step, saved, p, dp, da) -> dy``, where p
     are the layer's parameters, dp their tangents (None for frozen ones) and da the input tangent
     (None means zero). A parameter-free linear layer gives ``linear=f`` instead: y = f(a),
-    dy = f(da).
+    dy = f(da). A tangent owns the da it is given (the recursion's previous output, never read
+    again) and may overwrite it; it returns a tensor with its own memory (no broadcast view).
     """
 
     forward: Callable | None = None
@@ -73,9 +68,11 @@ def _linear_tangent(step, a, p, dp, da):
         dy = F.linear(a, dw if dw is not None else torch.zeros_like(p["weight"]), dp.get("bias"))
     if da is None:
         return dy
-    if dy is not None and da.dim() == 2:
-        return torch.addmm(dy, da, p["weight"].t())  # dy + da W^T in one call
-    return _add(dy, F.linear(da, p["weight"]))
+    if dy is None:
+        return F.linear(da, p["weight"])
+    if da.dim() == 2:  # dy + da W^T in one call (out of place: autocast casts its operands)
+        return torch.addmm(dy, da, p["weight"].t())
+    return dy + F.linear(da, p["weight"])
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -130,7 +127,9 @@ def _bn_tangent(step, a, p, dp, da):
         if dy is not None:
             return dy.addcmul_(da, scale)  # dy is a fresh tensor
         return da * scale if shift is None else torch.addcmul(_channel(shift, a.ndim), da, scale)
-    return dy if dy is not None or shift is None else _channel(shift, a.ndim).expand_as(a)
+    if dy is not None or shift is None:
+        return dy
+    return _channel(shift, a.ndim).expand_as(a).contiguous()  # a tensor of its own, see Rule
 
 
 def _pool_forward(step, a, p):
@@ -154,7 +153,7 @@ def _elementwise(fn: Callable, slope: Callable) -> Rule:
         return y, slope(step, a.detach(), y.detach())
 
     def tangent(step, s, p, dp, da):
-        return None if da is None else da * s
+        return None if da is None else da.mul_(s)  # da is the recursion's own: overwritten
 
     return Rule(forward, tangent)
 
@@ -165,8 +164,9 @@ def _relu_forward(step, a, p):
 
 
 def _relu_tangent(step, y, p, dp, da):
-    # da 1[y > 0] in one pass (the kernel ReLU's own backward uses)
-    return None if da is None else torch.ops.aten.threshold_backward(da, y, 0)
+    # da 1[y > 0] in one pass (the kernel ReLU's own backward uses), written over da
+    return None if da is None else torch.ops.aten.threshold_backward.grad_input(da, y, 0,
+                                                                                grad_input=da)
 
 
 RELU = Rule(_relu_forward, _relu_tangent)
