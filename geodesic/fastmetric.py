@@ -70,9 +70,10 @@ def _linear_tangent(step, a, p, dp, da):
         return dy
     if dy is None:
         return F.linear(da, p["weight"])
-    if da.dim() == 2:  # dy + da W^T in one call (out of place: autocast casts its operands)
-        return torch.addmm(dy, da, p["weight"].t())
-    return dy + F.linear(da, p["weight"])
+    if da.dim() == 2:  # dy += da W^T in one call, into the fresh dy; an in-place op is not
+        # autocast, so the operands are cast to dy's dtype here (no-ops without autocast)
+        return dy.addmm_(da.to(dy.dtype), p["weight"].t().to(dy.dtype))
+    return dy.add_(F.linear(da, p["weight"]).to(dy.dtype))
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
