@@ -8,7 +8,8 @@ v(w), the coordinate subspace a step may move in (``subspace``: the metric and v
 to it, so every solver's step stays in it exactly), constraints and milestones; callbacks see
 every record, milestone and checkpoint.
 
-A record holds: ``step``; ``step_norm`` = ||theta||; ``functional_step`` = sqrt(theta^T g theta);
+A record holds: ``step``; ``step_norm`` = ||theta||; ``functional_step`` = sqrt(theta^T g theta)
+(the solver's value when it has one: ``Penalty`` measures it on the first inputs of the batch);
 ``eta`` (halved after a non-finite step); ``evals``, the cumulative forward+backward-equivalent
 evaluations (metric products, pullbacks and objective gradients; measuring ``functional_step``
 for solvers that do not produce it is not counted); ``seconds``, cumulative wall-clock; and the
