@@ -60,6 +60,7 @@ BAD = [
     ("connect.seeds", [0, 5], "among train.seeds"),
     ("connect.seeds", [0], "two distinct seeds"),
     ("connect.qp_iters", -3, ">= 1"),
+    ("connect.penalty_length_batch", -1, ">= 0"),
     ("continual.n_tasks", 3, "a divisor of the 10 classes of digits"),
     ("continual.n_tasks", 0, ">= 1"),
     ("connect.max_steps", -1, ">= 0"),
