@@ -111,9 +111,19 @@ class ParameterSpace:
 
     @torch.no_grad()
     def set(self, model: nn.Module, w: Tensor) -> None:
+        """Copy w into the model's parameters."""
         params = dict(model.named_parameters())
         for name, value in self.unflatten(w).items():
             params[name].copy_(value)
+
+    @torch.no_grad()
+    def bind(self, model: nn.Module, w: Tensor, *, copy: bool = False) -> None:
+        """Make the model's parameters views of w (no memory of their own: while a traversal
+        holds w, the model holds no second copy of the weights), or with ``copy`` clones of
+        w's parts (memory of their own, one tensor each, as a freshly built model has)."""
+        params = dict(model.named_parameters())
+        for name, value in self.unflatten(w).items():
+            params[name].data = value.clone() if copy else value
 
 
 @contextmanager

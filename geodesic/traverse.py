@@ -84,8 +84,14 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
              eta: float, beta: float = 1.0, max_steps: int, checkpoint_every: int = 50,
              directory=None, callbacks: Sequence[Callback] = (), max_halvings: int = 6) -> Path:
     """Walk from the model's current weights; returns the :class:`Path` and leaves the model at
-    its end point. With ``directory``, checkpoints go there every ``checkpoint_every`` steps and
-    a call that finds one resumes from the newest intact checkpoint."""
+    its end point (at the last point reached when the walk raises). With ``directory``,
+    checkpoints go there every ``checkpoint_every`` steps and a call that finds one resumes
+    from the newest intact checkpoint.
+
+    While the walk runs, the model's parameters are views of the current point w (so the
+    weights are held once, not twice) and follow it step by step; a callback may read them or
+    copy w into them, but must not write anything else there. On return they have memory of
+    their own again."""
     directory = FsPath(directory) if directory is not None else None
     w = metric.space.get(model)
     path = Path(directory=directory)
@@ -101,8 +107,6 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
     seconds0 = path.records[-1]["seconds"] if path.records else 0.0
     counted0 = metric.evals + objective.grad_evals
     t0 = time.perf_counter()
-    for cb in callbacks:
-        cb.on_start(path, w)
 
     def checkpoint() -> None:
         if directory is None:
@@ -154,29 +158,35 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
             metric.evals = evals
         return theta, moved, quad, halvings
 
-    while step < max_steps and not objective.done(w):
-        theta, moved, quad, halvings = solve()
-        w, reached = objective.after_step(moved)
-        del moved
-        step += 1
-        record = {"step": step, "step_norm": float(theta.norm()),
-                  "functional_step": math.sqrt(max(float(quad), 0.0)), "eta": eta,
-                  "eta_halvings": halvings,
-                  "evals": evals0 + metric.evals + objective.grad_evals - counted0,
-                  "seconds": seconds0 + time.perf_counter() - t0, **objective.progress(w)}
-        del theta
-        path.records.append(record)
+    try:
+        metric.space.bind(model, w)
         for cb in callbacks:
-            cb.on_step(record, w)
-        reach(reached)
-        if step % checkpoint_every == 0:
-            checkpoint()
+            cb.on_start(path, w)
+        while step < max_steps and not objective.done(w):
+            theta, moved, quad, halvings = solve()
+            w, reached = objective.after_step(moved)
+            metric.space.bind(model, w)
+            del moved
+            step += 1
+            record = {"step": step, "step_norm": float(theta.norm()),
+                      "functional_step": math.sqrt(max(float(quad), 0.0)), "eta": eta,
+                      "eta_halvings": halvings,
+                      "evals": evals0 + metric.evals + objective.grad_evals - counted0,
+                      "seconds": seconds0 + time.perf_counter() - t0, **objective.progress(w)}
+            del theta
+            path.records.append(record)
+            for cb in callbacks:
+                cb.on_step(record, w)
+            reach(reached)
+            if step % checkpoint_every == 0:
+                checkpoint()
 
-    if step % checkpoint_every:
-        checkpoint()
-    w, reached = objective.finish(w)
-    reach(reached)
-    metric.space.set(model, w)
+        if step % checkpoint_every:
+            checkpoint()
+        w, reached = objective.finish(w)
+        reach(reached)
+    finally:
+        metric.space.bind(model, w, copy=True)  # memory of their own again, at the last point
     path.weights = w
     if directory is not None:
         path.save()

@@ -18,3 +18,16 @@ def test_peak_allocated_bytes_is_the_most_bytes_live_at_once():
 def test_tensors_live_before_the_call_do_not_count():
     kept = torch.ones(50000)
     assert peak_allocated_bytes(lambda: kept.zero_()) == 0
+
+
+def test_frees_of_what_setup_allocated_lower_the_count():
+    held = {}
+
+    def setup():
+        held["x"] = torch.empty(1000)  # 4000 bytes, live when go starts
+
+    def go():
+        del held["x"]
+        return torch.empty(1000)  # 4000 bytes again: nothing above the start
+
+    assert peak_allocated_bytes(go, setup) == 0

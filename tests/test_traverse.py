@@ -137,3 +137,40 @@ def test_the_cached_distance_to_the_target_follows_in_place_changes_of_w():
     other = torch.full((5,), 1.0)  # equal value, another tensor
     assert objective.distance(other) == pytest.approx(math.sqrt(5.0))
     assert not objective.done(w) and objective.done(torch.full((5,), 0.01))
+
+
+class Watch(Callback):
+    """Records whether the model's parameters are the current point w, and stops at step 3."""
+
+    def __init__(self, model, space):
+        self.model, self.space, self.seen = model, space, []
+
+    def on_step(self, record, w):
+        params = dict(self.model.named_parameters())
+        first = params[self.space.names[0]]
+        self.seen.append((torch.equal(self.space.get(self.model), w),
+                          first.data_ptr() == w.data_ptr()))
+        self.last = w.clone()
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+
+def _separate_memory(model, w):
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    inside = w.data_ptr() <= min(ptrs) < w.data_ptr() + w.numel() * w.element_size()
+    return len(set(ptrs)) == len(ptrs) and not inside and all(
+        p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_the_model_follows_w_during_the_walk_and_owns_its_memory_after():
+    model, metric, objective = setup()
+    watch = Watch(model, metric.space)
+    with pytest.raises(KeyboardInterrupt):  # stopped mid-walk: the model is at the last point
+        traverse(model, objective, metric, ConjugateGradient(iters=2), eta=0.03, max_steps=9,
+                 callbacks=[watch])
+    assert watch.seen == [(True, True)] * 3  # views of w, not a copy
+    last = metric.space.get(model)
+    assert torch.equal(last, watch.last) and _separate_memory(model, last)
+    path = traverse(model, objective, metric, ConjugateGradient(iters=2), eta=0.03, max_steps=4)
+    assert torch.equal(metric.space.get(model), path.weights)
+    assert _separate_memory(model, path.weights)
