@@ -244,10 +244,9 @@ class GenericLinearization:
 
     def __init__(self, metric: FunctionalMetric, w: Tensor, x: Tensor):
         self.autocast = metric.autocast()
-        self.function = lambda v: metric.function(v, x)
         self.metric, self.x = metric, x
         with self._autocast():
-            z, self._pullback = vjp(self.function, w)
+            z, self._pullback = vjp(lambda v: metric.function(v, x), w)
         self.w, self.out_dtype = w, z.dtype
         self.z = z.detach().to(w.dtype)
 
@@ -257,9 +256,8 @@ class GenericLinearization:
     def jvp(self, theta: Tensor, rows: int | None = None) -> Tensor:
         """J theta on the first ``rows`` inputs (all when None), recomputing their forward pass;
         in full precision even under amp: forward-mode AD does not compose with autocast."""
-        function = self.function if rows is None else \
-            (lambda v: self.metric.function(v, self.x[:rows]))
-        return jvp(function, (self.w,), (theta,))[1].to(self.z.dtype)
+        x = self.x[:rows]  # all of them when rows is None
+        return jvp(lambda v: self.metric.function(v, x), (self.w,), (theta,))[1].to(self.z.dtype)
 
     def vjp(self, u: Tensor) -> Tensor:
         return self._pullback(u.to(self.out_dtype))[0]
@@ -344,6 +342,14 @@ class LocalMetric:
         k = self.shard_rows(rows)
         u = self.jvp(theta, k) if k else self.z[:0]
         return self.reduce((u * self.metric.operator(self.z[:k], u)).sum()) / rows
+
+    def recorded_quadratic(self, theta: Tensor, rows: int | None = None) -> Tensor:
+        """``quadratic`` measured for a step's record: not counted in ``evals`` (it is not part
+        of the step's computation)."""
+        evals = self.metric.evals
+        quad = self.quadratic(theta, rows)
+        self.metric.evals = evals
+        return quad
 
     def distance_gradient(self) -> Tensor:
         """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""

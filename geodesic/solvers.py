@@ -292,10 +292,7 @@ class Penalty:
     def __call__(self, local: LocalMetric, v: Tensor, eta: float, beta: float = 1.0) -> Step:
         d = torch.sub(v, local.distance_gradient(), alpha=1.0 / beta)  # d / beta: same theta
         theta = d.mul_(eta / d.norm().clamp_min(1e-30))
-        evals = local.metric.evals
-        quad = local.quadratic(theta, rows=self.length_batch or None)
-        local.metric.evals = evals
-        return Step(theta, quad)
+        return Step(theta, local.recorded_quadratic(theta, rows=self.length_batch or None))
 
 
 def build_solver(settings) -> "ConjugateGradient | ProjectedGradient | Penalty":

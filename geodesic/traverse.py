@@ -153,9 +153,7 @@ def traverse(model: nn.Module, objective: Objective, metric: FunctionalMetric, s
         quad = result.quad if theta is result.theta else None
         del v, result  # not needed past the solve: free before measuring theta^T g theta
         if quad is None:
-            evals = metric.evals
-            quad = local.quadratic(theta)
-            metric.evals = evals
+            quad = local.recorded_quadratic(theta)
         return theta, moved, quad, halvings
 
     try:

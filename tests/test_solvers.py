@@ -42,7 +42,7 @@ class QuadraticMetric:
     def distance_gradient(self):
         return self._dg
 
-    def quadratic(self, theta, rows=None):
+    def recorded_quadratic(self, theta, rows=None):
         return theta @ self.g @ theta
 
 
