@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from torch import nn
 
@@ -48,16 +48,19 @@ log = logging.getLogger(__name__)
 RECORD_EVERY = 10  # evaluations between the step records callbacks see (geodesic: every step)
 
 
-def baseline_config(s) -> BaselineConfig:
-    return BaselineConfig(lr=s.lr, momentum=s.momentum, ewc_lambda=s.ewc_lambda,
+def baseline_config(s, method: str = "finetune") -> BaselineConfig:
+    """The SGD template's settings for ``method`` (its own learning rate after the first task;
+    the geodesic's first task is learned by the plain template with ``s.lr``)."""
+    return BaselineConfig(lr=getattr(s, f"{method}_lr", s.lr), first_lr=s.lr,
+                          momentum=s.momentum, ewc_lambda=s.ewc_lambda,
                           ewc_mode=s.ewc_mode, ewc_gamma=s.ewc_gamma,
                           fisher_samples=s.fisher_samples, si_c=s.si_c, si_xi=s.si_xi,
                           lwf_alpha=s.lwf_alpha, lwf_temperature=s.lwf_temperature,
                           replay_batch=s.replay_batch, seed=s.seed)
 
 
-def template(s, plugins) -> Template:
-    return Template(plugins, baseline_config(s), s.batch_size, s.budget, s.stop_every,
+def template(s, plugins, method: str = "finetune") -> Template:
+    return Template(plugins, baseline_config(s, method), s.batch_size, s.budget, s.stop_every,
                     s.patience, s.checkpoint_every)
 
 
@@ -91,7 +94,7 @@ METHODS: Registry = Registry("continual method")
 METHODS.register("geodesic")(GeodesicLearner)
 for _name in BASELINES.names():
     METHODS.register(_name)(lambda s, _name=_name: template(s, BASELINES.get(_name)(
-        baseline_config(s))))
+        baseline_config(s, _name)), _name))
 
 
 class Shifted(Callback):
@@ -150,7 +153,8 @@ class SequenceResult:
 
 def run_sequence(learner, model: nn.Module, tasks: Sequence[Task], scenario: str,
                  num_outputs: int, *, per_class: int, seed: int, eval_every: int = 10,
-                 callbacks=(), directory=None, name: str = "") -> SequenceResult:
+                 callbacks=(), directory=None, name: str = "",
+                 on_task: Callable[[int, SequenceResult], None] | None = None) -> SequenceResult:
     masks = [output_mask(scenario, task, num_outputs) for task in tasks]
     memory = empty_memory(tasks[0].train, num_outputs)
     result, offset = SequenceResult(), 0
@@ -177,5 +181,7 @@ def run_sequence(learner, model: nn.Module, tasks: Sequence[Task], scenario: str
                  len(tasks), steps, evals, result.seconds[-1],
                  " ".join(f"{a:.3f}" for a in result.matrix[-1][: t + 1]))
         memory = join(memory, task_memory(task, masks[t], per_class, seed + t))
+        if on_task is not None:
+            on_task(t, result)
     return result
 

@@ -194,8 +194,18 @@ class ContinualSettings(GeodesicSettings):
                             low=0)
     anchor: float = setting(1.0, "alpha: weight of the pull back to the task's starting function "
                             "on the memory (0: none)", low=0.0)
-    lr: float = setting(0.01, "SGD learning rate (baselines; every method's first task)",
-                        low=0.0, low_open=True)
+    lr: float = setting(0.01, "SGD learning rate of the first task (the same for every "
+                        "method: nothing is remembered yet)", low=0.0, low_open=True)
+    finetune_lr: float = setting(0.01, "finetune: SGD learning rate of the later tasks",
+                                 low=0.0, low_open=True)
+    ewc_lr: float = setting(0.01, "ewc: SGD learning rate of the later tasks", low=0.0,
+                            low_open=True)
+    si_lr: float = setting(0.01, "si: SGD learning rate of the later tasks", low=0.0,
+                           low_open=True)
+    lwf_lr: float = setting(0.01, "lwf: SGD learning rate of the later tasks", low=0.0,
+                            low_open=True)
+    replay_lr: float = setting(0.01, "replay: SGD learning rate of the later tasks", low=0.0,
+                               low_open=True)
     momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
     ewc_lambda: float = setting(1e4, "EWC penalty strength", low=0.0)
     ewc_mode: str = setting("separate", "EWC: a term per task, or one online term",
@@ -341,6 +351,23 @@ class TrackingSettings:
             raise ParamsError(f"{prefix}.offline_store", self.offline_store, "a folder name")
 
 
+# --- preset -------------------------------------------------------------------------------
+
+
+@dataclass
+class PresetSettings:
+    """The names of the config groups (``conf/``) that composed this ``params.yaml``; no stage
+    reads them. ``geodesic tune`` writes its choices to ``conf/tuned/<data>_<model>.yaml``."""
+
+    data: str = setting("digits", "data group of conf/")
+    model: str = setting("mlp", "model group of conf/")
+    scale: str = setting("cpu", "scale group of conf/")
+
+    @property
+    def name(self) -> str:
+        return f"{self.data}_{self.model}"
+
+
 # --- all sections ---------------------------------------------------------------------------
 
 
@@ -357,6 +384,8 @@ class Params:
                                    "deploy); no stage reads it")
     tracking: TrackingSettings = setting(TrackingSettings(), "MLflow when the tracking server "
                                          "does not answer (no DVC parameter)")
+    preset: PresetSettings = setting(PresetSettings(), "the config groups this file was "
+                                     "composed from (no DVC parameter)")
 
     def validate(self, prefix: str) -> None:
         """Checks across sections: the model fits the data; the stages use trained seeds."""

@@ -259,6 +259,10 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
                         if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=step)
 
 
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
 def log_artifact(path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 

@@ -6,6 +6,7 @@
     geodesic deploy --pool P --source GIT   deployments that workers on other machines run
     geodesic ui [--prefect]                  the MLflow UI (or the Prefect server) on 127.0.0.1
     geodesic sync [--to URI]                 upload the runs recorded offline to the server
+    geodesic tune sparsify [--trials 20]     every method's hyperparameters on validation
 """
 from __future__ import annotations
 
@@ -116,6 +117,20 @@ def _parser() -> argparse.ArgumentParser:
                       "else the project's sqlite:///<project>/mlflow.db)")
     sync.add_argument("--include-running", action="store_true", help="also upload runs still "
                       "RUNNING (their stage is in progress or was killed)")
+
+    tune = sub.add_parser("tune", help="choose every method's hyperparameters on validation",
+                          description="Tune every method of one application (the geodesic "
+                          "and each baseline) on the validation split with Optuna: the same "
+                          "number of trials per method, TPE sampling, median pruning, studies "
+                          "in tuning/<preset>/<application>.db (an interrupted tuning resumes). "
+                          "Writes the chosen values to conf/tuned/<data>_<model>.yaml and a "
+                          "report to results/<preset>/tuning/; every trial is an MLflow run "
+                          "(experiment tune). Needs the outputs of `dvc repro train`.")
+    tune.add_argument("application", help="sparsify | continual | connect")
+    tune.add_argument("--trials", type=int, default=20, help="trials per method (default 20)")
+    tune.add_argument("--method", dest="methods", action="append", metavar="NAME",
+                      help="tune only this method (repeatable; default: every method)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     return top
 
 
@@ -162,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
                           project, args.name))
         elif args.command == "ui":
             return _ui(project, args.port, args.prefect)
+        elif args.command == "tune":
+            from pipelines.tune import check_request, tune
+            from geodesic.params import load_params
+            check_request(args.application, load_params(Path(project) / "params.yaml"),
+                          args.methods, args.trials)  # before Prefect starts
+            result = tune(project=project, application=args.application, trials=args.trials,
+                          methods=args.methods, seed=args.seed)
+            _print({m: r["best"] for m, r in result["methods"].items()})
         elif args.command == "sync":
             return _sync(Path(project), args.to, args.include_running)
     except ParamsError as exc:

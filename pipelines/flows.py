@@ -2,5 +2,6 @@
 ``pipelines/flows.py:reproduce`` and ``pipelines/flows.py:sweep``)."""
 from pipelines.reproduce import reproduce
 from pipelines.sweep import sweep
+from pipelines.tune import tune
 
-__all__ = ["reproduce", "sweep"]
+__all__ = ["reproduce", "sweep", "tune"]

@@ -35,7 +35,8 @@ from geodesic.tasks import Task
 
 @dataclass
 class BaselineConfig:
-    lr: float = 0.05
+    lr: float = 0.05  # tasks 1, 2, ...
+    first_lr: float | None = None  # task 0 (None: lr): nothing to keep yet, every method alike
     momentum: float = 0.9
     ewc_lambda: float = 100.0
     ewc_mode: str = "separate"
@@ -110,7 +111,8 @@ class Template:
                       self.batch_size, device)
         batches = TaskBatches(tasks[t].train, self.batch_size, seed)
         stop = EarlyStop(self.stop_every, self.patience)
-        opt = torch.optim.SGD(model.parameters(), lr=self.config.lr,
+        lr = self.config.lr if t > 0 or self.config.first_lr is None else self.config.first_lr
+        opt = torch.optim.SGD(model.parameters(), lr=lr,
                               momentum=self.config.momentum)
         space = ParameterSpace(model)
         checkpoints = StateCheckpoints(directory, self.checkpoint_every, device=device)

@@ -1,0 +1,214 @@
+"""Hyperparameters of every method chosen on the validation split, with the same effort each.
+
+``SPACES[application][method]`` is the search space of a method as data: the settings keys a
+trial samples (:class:`LogRange`, :class:`IntRange`, :class:`Choice`); settings that decide a
+method's compute (steps, budgets, metric batch, the Bezier steps) are not searched, so every
+trial of every method spends what the preset gives it. ``run_trial(application, method,
+settings, inputs, report)`` runs one method with those settings and returns its validation
+score (higher is better):
+
+    sparsify   mean validation accuracy over the levels >= 0.9 (all levels if none is)
+    continual  validation ACC (mean accuracy over all tasks after the last), averaged over the
+               scenarios
+    connect    minimum validation accuracy along the path (BatchNorm recomputed at each point)
+
+``report(step, value)`` receives intermediate validation scores while a method runs, where the
+method has them (a traversal's levels, each continual task, the connect geodesic's scored
+points) and may raise to stop the trial (median pruning). The test split never enters:
+:func:`validation_only` replaces it by the validation split before anything runs, so every
+"test" figure a method computes while tuned is a validation figure.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+from geodesic.continual_metrics import average_accuracy
+from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
+from geodesic.data import Dataset
+from geodesic.models import build_model
+from geodesic.traverse import Callback
+
+Report = Callable[[int, float], None]
+SPARSIFY_FROM_LEVEL = 0.9
+
+
+@dataclass(frozen=True)
+class LogRange:
+    key: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class IntRange:
+    key: str
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    values: tuple
+
+
+Dimension = LogRange | IntRange | Choice
+
+_ETA = LogRange("eta", 0.05, 2.0)
+_ANCHOR = LogRange("anchor", 0.1, 10.0)
+SPACES: dict[str, dict[str, list[Dimension]]] = {
+    "sparsify": {
+        "geodesic": [_ETA, _ANCHOR, IntRange("cg_iters", 3, 10)],
+        "geodesic_task": [_ETA, _ANCHOR, LogRange("task_beta", 0.03, 3.0)],
+        "magnitude": [],
+        "magnitude_finetune": [LogRange("finetune_lr", 1e-3, 0.3),
+                               Choice("finetune_batch", (64, 128, 256, 512))],
+        "distill_finetune": [LogRange("distill_lr", 1e-4, 0.1),
+                             Choice("distill_batch", (64, 128, 256, 512))],
+        "imp": [LogRange("imp_lr", 1e-3, 0.3), Choice("imp_batch", (64, 128, 256)),
+                Choice("imp_rewind_epochs", (0, 1, 2))],
+    },
+    "continual": {
+        "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),
+                     IntRange("cg_iters", 3, 10)],
+        "finetune": [LogRange("finetune_lr", 1e-3, 0.3)],
+        "ewc": [LogRange("ewc_lr", 1e-3, 0.3), LogRange("ewc_lambda", 1.0, 1e6)],
+        "si": [LogRange("si_lr", 1e-3, 0.3), LogRange("si_c", 0.01, 1e3)],
+        "lwf": [LogRange("lwf_lr", 1e-3, 0.3), LogRange("lwf_alpha", 0.1, 10.0),
+                Choice("lwf_temperature", (1.0, 2.0, 4.0))],
+        "replay": [LogRange("replay_lr", 1e-3, 0.3), Choice("replay_batch", (16, 32, 64))],
+    },
+    "connect": {
+        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("function_pull", 0.1, 10.0),
+                     IntRange("cg_iters", 4, 12)],
+        "linear": [],
+        "bezier": [LogRange("bezier_lr", 1e-3, 0.3), Choice("bezier_momentum", (0.0, 0.5, 0.9))],
+    },
+}
+
+
+def methods_of(application: str, settings) -> list[str]:
+    """The methods the application's settings run, in the order they run."""
+    if application == "sparsify":
+        return list(settings.methods)
+    if application == "continual":
+        return ["geodesic", *settings.baselines]
+    return ["geodesic", *settings.baselines]
+
+
+def validation_only(data: Dataset) -> Dataset:
+    """``data`` with its test split replaced by the validation split."""
+    return replace(data, test=data.val)
+
+
+@dataclass
+class TuningInputs:
+    """What every trial of an application shares: the full params (for the model section and
+    the base networks' training), the validation-only data and the base networks by seed."""
+
+    params: Any  # geodesic.params.Params
+    data: Dataset
+    models: dict[int, nn.Module]
+    device: Any = "cpu"  # torch.device of the base networks
+    budgets: dict[str, float] = field(default_factory=dict)  # sparsify: per-level evaluations
+
+
+@dataclass
+class Outcome:
+    score: float
+    evals: float
+    seconds: float
+    details: dict  # per level / scenario / path figures, all on the validation split
+    budgets: dict[str, float] = field(default_factory=dict)
+
+
+def run_trial(application: str, method: str, settings, inputs: TuningInputs,
+              report: Report = lambda step, value: None) -> Outcome:
+    return _RUNNERS[application](method, settings, inputs, report)
+
+
+class LevelReport(Callback):
+    """Reports the validation accuracy at each sparsity level a traversal reaches."""
+
+    def __init__(self, levels: list[float], report: Report):
+        self.names = [repr(float(p)) for p in levels]
+        self.report = report
+
+    def on_milestone(self, name: str, record: dict, w: Tensor) -> None:
+        if name in self.names and "val_acc" in record:
+            self.report(self.names.index(name), record["val_acc"])
+
+
+def _sparsify(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
+    from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
+
+    model = copy.deepcopy(inputs.models[s.seed])
+    ctx = SparsifyContext.from_params(inputs.params, model, inputs.data, settings=s)
+    ctx.budgets = dict(inputs.budgets)
+    results = SPARSIFY_METHODS.get(method)(ctx, None, [LevelReport(s.levels, report)])
+    rows = score(ctx, results)
+    chosen = [k for k in rows if float(k) >= SPARSIFY_FROM_LEVEL] or list(rows)
+    last = rows[list(rows)[-1]]
+    budgets = level_budgets(results) if method == "geodesic" else {}
+    return Outcome(statistics.fmean(rows[k]["val_acc"] for k in chosen), last["grad_evals"],
+                   last["seconds"], {k: r["val_acc"] for k, r in rows.items()}, budgets)
+
+
+def _continual(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
+    import torch
+
+    data, p = inputs.data, inputs.params
+    tasks = BENCHMARKS.get(s.benchmark)(data, s.n_tasks, s.seed)
+    scores, evals, seconds = {}, 0.0, 0.0
+    for i, scenario in enumerate(s.scenarios):
+        torch.manual_seed(s.seed)
+        model = build_model(p.model.name, data.in_shape, data.num_classes,
+                            p.model.widths).to(inputs.device)
+
+        def on_task(t: int, result, i=i) -> None:
+            report(i * len(tasks) + t, statistics.fmean(result.val_matrix[-1][: t + 1]))
+
+        result = run_sequence(METHODS.get(method)(s), model, tasks, scenario, data.num_classes,
+                              per_class=s.memory_per_class, seed=s.seed,
+                              eval_every=s.eval_every, on_task=on_task)
+        scores[scenario] = average_accuracy(result.val_matrix)
+        evals += sum(result.evals)
+        seconds += sum(result.seconds)
+    return Outcome(statistics.fmean(scores.values()), evals, seconds, scores)
+
+
+class RunningMinimum(Callback):
+    """Reports the minimum validation accuracy seen so far along a traversal."""
+
+    def __init__(self, report: Report):
+        self.report, self.low = report, math.inf
+
+    def on_step(self, record: dict, w: Tensor) -> None:
+        if "val_acc" in record:
+            self.low = min(self.low, record["val_acc"])
+            self.report(record["step"], self.low)
+
+
+def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
+    from geodesic.connect_run import endpoints, run_curve, run_geodesic
+
+    first, second = (copy.deepcopy(inputs.models[seed]) for seed in s.seeds)
+    ends = endpoints(first, second, inputs.data, s.bn_inputs, s.metric_batch)
+    if method == "geodesic":
+        result = run_geodesic(ends, s, callbacks=(RunningMinimum(report),))
+    else:
+        result = run_curve(method, ends, s)
+    m = result.metrics
+    return Outcome(m["val_min_acc"], m["grad_evals"], m["seconds"],
+                   {"val_min_acc": m["val_min_acc"], "val_barrier": m["val_barrier"]})
+
+
+_RUNNERS: dict[str, Callable[..., Outcome]] = {
+    "sparsify": _sparsify, "continual": _continual, "connect": _connect}
+APPLICATIONS = tuple(_RUNNERS)

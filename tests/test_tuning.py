@@ -1,0 +1,142 @@
+"""``geodesic tune``: equal trials per method on the validation split, resumable studies, the
+chosen values written to the preset's config group, and a test split that is never read."""
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from geodesic.data import load_saved, save_dataset
+from geodesic.params import load_params
+from geodesic.settings import ParamsError
+from geodesic.tuning import SPACES, TuningInputs, run_trial, validation_only
+from pipelines.tune import check_request, tune_application
+from stages.common import DATASET
+from stages.prepare import prepare
+from stages.train import train_stage
+
+PARAMS = {
+    "data": {"name": "digits", "train_limit": 400, "val_fraction": 0.25},
+    "train": {"seeds": [0, 1], "epochs": 3, "batch_size": 32},
+    "sparsify": {"methods": ["geodesic", "magnitude", "magnitude_finetune"],
+                 "levels": [0.5, 0.9], "steps_per_level": 4, "settle_steps": 1,
+                 "metric_batch": 32, "cg_iters": 2, "eval_every": 2, "finetune_batch": 32},
+    "continual": {"n_tasks": 2, "scenarios": ["class-il"], "baselines": ["ewc"], "budget": 20,
+                  "batch_size": 16, "metric_batch": 32, "eval_every": 10, "stop_every": 10,
+                  "patience": 0, "fisher_samples": 32, "cg_iters": 2},
+    "connect": {"baselines": ["linear", "bezier"], "bezier_steps": 10, "bezier_batch": 32,
+                "max_steps": 4, "eval_every": 2, "points": 3, "plane_grid": 0,
+                "metric_batch": 32, "cg_iters": 2, "bn_inputs": 64},
+    "preset": {"data": "digits", "model": "mlp"},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny digits project with prepared data and two trained base networks."""
+    root = tmp_path_factory.mktemp("tune")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    params = load_params(root / "params.yaml")
+    prepare(params)
+    train_stage(params)
+    yield root
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+def copy_project(source, target, garbage_test: bool = False):
+    """The project's params, data and networks in ``target``; with ``garbage_test``, the test
+    split replaced by noise with shuffled labels."""
+    target.mkdir()
+    for name in ("params.yaml", "data", "models"):
+        (shutil.copytree if (source / name).is_dir() else shutil.copy)(source / name,
+                                                                       target / name)
+    if garbage_test:
+        data = load_saved(target / DATASET)
+        data.test.x = torch.randn_like(data.test.x) * 1e3
+        data.test.y = data.test.y[torch.randperm(len(data.test.y))]
+        save_dataset(data, target / DATASET)
+    return target
+
+
+def test_equal_trials_resume_and_the_preset_file(project, tmp_path):
+    root = copy_project(project, tmp_path / "p")
+    doc = tune_application(root, "sparsify", trials=2, seed=0)
+    assert list(doc["methods"]) == ["geodesic", "magnitude", "magnitude_finetune"]
+    trials = {m: len(r["trials"]) for m, r in doc["methods"].items()}
+    assert trials == {"geodesic": 2, "magnitude": 1, "magnitude_finetune": 2}
+    tuned = yaml.safe_load((root / "conf/tuned/digits_mlp.yaml").read_text())
+    chosen = {**doc["methods"]["geodesic"]["best"]["values"],
+              **doc["methods"]["magnitude_finetune"]["best"]["values"]}
+    assert tuned == {"sparsify": chosen}
+    assert set(chosen) == {d.key for m in ("geodesic", "magnitude_finetune")
+                           for d in SPACES["sparsify"][m]}
+    for m, r in doc["methods"].items():
+        assert r["best"]["score"] == max(t["score"] for t in r["trials"] if t["score"] is not None)
+    report = root / "results/digits_mlp/tuning"
+    assert json.loads((report / "sparsify.json").read_text())["methods"].keys() == doc[
+        "methods"].keys()
+    assert "| geodesic | `eta` log-uniform" in (report / "sparsify.md").read_text()
+    assert (report / "sparsify.png").stat().st_size > 0
+
+    again = tune_application(root, "sparsify", trials=3, seed=0)  # resumes: one more each
+    for m in ("geodesic", "magnitude_finetune"):
+        old, new = doc["methods"][m]["trials"], again["methods"][m]["trials"]
+        assert len(new) == 3 and new[:2] == old
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tune")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    names = sorted(r.info.run_name for r in runs if "/trial-" in r.info.run_name)
+    assert names.count("geodesic/trial-000") == 1 and len(names) == 3 + 1 + 3
+    assert all(r.data.tags.get("trial_state") == "complete" for r in runs
+               if "/trial-" in r.info.run_name)
+
+
+def test_the_test_split_is_never_read(project, tmp_path):
+    """Tuning with the test split replaced by garbage chooses the same values with the same
+    scores, trial by trial."""
+    clean = tune_application(copy_project(project, tmp_path / "clean"), "sparsify", trials=2,
+                             methods=["geodesic"], seed=3)
+    dirty = tune_application(copy_project(project, tmp_path / "dirty", garbage_test=True),
+                             "sparsify", trials=2, methods=["geodesic"], seed=3)
+    assert [t["score"] for t in clean["methods"]["geodesic"]["trials"]] == [
+        t["score"] for t in dirty["methods"]["geodesic"]["trials"]]
+    first, second = (doc["methods"]["geodesic"]["best"] for doc in (clean, dirty))
+    assert first["values"] == second["values"] and first["score"] == second["score"]
+
+
+@pytest.mark.parametrize("application,method", [
+    ("continual", "geodesic"), ("continual", "ewc"), ("connect", "geodesic"),
+    ("connect", "bezier")])
+def test_every_application_scores_a_trial_on_validation(project, application, method):
+    params = load_params(project / "params.yaml")
+    data = validation_only(load_saved(project / DATASET))
+    seeds = params.connect.seeds if application == "connect" else []
+    from stages.common import load_base_model
+    inputs = TuningInputs(params, data, {s: load_base_model(params, s) for s in seeds})
+    steps = []
+    outcome = run_trial(application, method, getattr(params, application), inputs,
+                        lambda step, value: steps.append((step, value)))
+    assert 0.0 <= outcome.score <= 1.0 and outcome.evals >= 0
+    if method == "geodesic" or application == "continual":
+        assert steps and all(0.0 <= v <= 1.0 for _, v in steps)
+        assert [s for s, _ in steps] == sorted(s for s, _ in steps)
+
+
+def test_bad_requests_are_refused_before_anything_runs(project):
+    params = load_params(project / "params.yaml")
+    for args, key in [(("prune", None, 5), "application"), (("sparsify", None, 0), "--trials"),
+                      (("sparsify", ["imp"], 5), "--method")]:
+        with pytest.raises(ParamsError) as err:
+            check_request(args[0], params, args[1], args[2])
+        assert err.value.key == key
+    assert check_request("sparsify", params, ["magnitude_finetune", "geodesic"], 5) == [
+        "geodesic", "magnitude_finetune"]
