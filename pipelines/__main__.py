@@ -7,6 +7,7 @@
     geodesic ui [--prefect]                  the MLflow UI (or the Prefect server) on 127.0.0.1
     geodesic sync [--to URI]                 upload the runs recorded offline to the server
     geodesic tune sparsify [--trials 20]     every method's hyperparameters on validation
+    geodesic results sparsify --preset data=mnist_real   the table over 3 seeds, DVC experiments
 """
 from __future__ import annotations
 
@@ -131,6 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--method", dest="methods", action="append", metavar="NAME",
                       help="tune only this method (repeatable; default: every method)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+
+    results = sub.add_parser("results", help="an application's table over seeds on a preset",
+                             description="Run the application once per seed as DVC experiment "
+                             "results-<preset>-<application>-s<i> (sparsify.seed = i; "
+                             "continual.seed = i; connect.seeds = [2i, 2i+1]: independent "
+                             "pairs) and write mean +- std per method with evaluations and "
+                             "wall-clock to results/<preset>/<application>.{json,md,png}.")
+    results.add_argument("application", help="sparsify | continual | connect")
+    results.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    results.add_argument("--preset", action="append", default=[], metavar="GROUP=NAME",
+                         help="config group choice, e.g. data=mnist_real (repeatable)")
     return top
 
 
@@ -185,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             result = tune(project=project, application=args.application, trials=args.trials,
                           methods=args.methods, seed=args.seed)
             _print({m: r["best"] for m, r in result["methods"].items()})
+        elif args.command == "results":
+            from pipelines.results import check_request, preset_overrides, results
+            check_request(args.application, args.seeds)
+            preset_overrides(args.preset)
+            doc = results(project=project, application=args.application, seeds=args.seeds,
+                          preset=args.preset)
+            from pipelines.results_table import markdown
+            print(markdown(doc))
         elif args.command == "sync":
             return _sync(Path(project), args.to, args.include_running)
     except ParamsError as exc:

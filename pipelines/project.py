@@ -181,6 +181,17 @@ class Project:
         return found
 
 
+    def experiment_metrics(self, name: str) -> dict[str, dict]:
+        """The metrics files of experiment ``name`` as written: {file: nested content}."""
+        for baseline in self.dvc_json("exp", "show") or []:
+            for exp in baseline.get("experiments") or []:
+                for rev in exp.get("revs") or []:
+                    if (rev.get("name") or exp.get("name")) == name:
+                        files = (rev.get("data") or {}).get("metrics") or {}
+                        return {file: item.get("data") or {} for file, item in files.items()}
+        raise KeyError(f"no DVC experiment named {name!r} on HEAD")
+
+
 def format_value(value: object) -> str:
     """A value as ``dvc exp run -S`` parses it back (YAML): lists as JSON, booleans lowercase."""
     if isinstance(value, (list, dict, bool)) or value is None:
