@@ -56,7 +56,8 @@ def baseline_config(s, method: str = "finetune") -> BaselineConfig:
                           ewc_mode=s.ewc_mode, ewc_gamma=s.ewc_gamma,
                           fisher_samples=s.fisher_samples, si_c=s.si_c, si_xi=s.si_xi,
                           lwf_alpha=s.lwf_alpha, lwf_temperature=s.lwf_temperature,
-                          replay_batch=s.replay_batch, seed=s.seed)
+                          replay_batch=s.replay_batch, derpp_alpha=s.derpp_alpha,
+                          derpp_beta=s.derpp_beta, seed=s.seed)
 
 
 def template(s, plugins, method: str = "finetune") -> Template:

@@ -162,7 +162,7 @@ class SparsifySettings(GeodesicSettings):
 
 
 CONTINUAL_SCENARIOS = ("task-il", "class-il")
-CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay")
+CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay", "derpp")
 
 
 @dataclass
@@ -206,6 +206,8 @@ class ContinualSettings(GeodesicSettings):
                             low_open=True)
     replay_lr: float = setting(0.01, "replay: SGD learning rate of the later tasks", low=0.0,
                                low_open=True)
+    derpp_lr: float = setting(0.01, "derpp: SGD learning rate of the later tasks", low=0.0,
+                              low_open=True)
     momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
     ewc_lambda: float = setting(1e4, "EWC penalty strength", low=0.0)
     ewc_mode: str = setting("separate", "EWC: a term per task, or one online term",
@@ -216,7 +218,9 @@ class ContinualSettings(GeodesicSettings):
     si_xi: float = setting(0.1, "SI damping xi", low=0.0, low_open=True)
     lwf_alpha: float = setting(1.0, "LwF distillation weight", low=0.0)
     lwf_temperature: float = setting(2.0, "LwF distillation temperature", low=0.0, low_open=True)
-    replay_batch: int = setting(32, "replay: memory examples per step", low=1)
+    replay_batch: int = setting(32, "replay and derpp: memory examples per step", low=1)
+    derpp_alpha: float = setting(0.5, "derpp: weight of the stored-logit (MSE) term", low=0.0)
+    derpp_beta: float = setting(0.5, "derpp: weight of the memory's label (CE) term", low=0.0)
     eval_every: int = setting(100, "validation accuracy of the tasks so far every k "
                               "evaluations (the axis all methods share)", low=1)
     cpu_threads: int = setting(1, "torch CPU threads (0: torch's default); one is fastest for "

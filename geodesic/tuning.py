@@ -83,6 +83,8 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
         "lwf": [LogRange("lwf_lr", 1e-3, 0.3), LogRange("lwf_alpha", 0.1, 10.0),
                 Choice("lwf_temperature", (1.0, 2.0, 4.0))],
         "replay": [LogRange("replay_lr", 1e-3, 0.3), Choice("replay_batch", (16, 32, 64))],
+        "derpp": [LogRange("derpp_lr", 1e-3, 0.3), LogRange("derpp_alpha", 0.01, 3.0),
+                  LogRange("derpp_beta", 0.01, 3.0)],
     },
     "connect": {
         "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("function_pull", 0.1, 10.0),

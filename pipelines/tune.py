@@ -86,6 +86,9 @@ class Tuner:
         self.root, self.params, self.application = root, params, application
         self.trials, self.seed = trials, seed
         self.base = getattr(params, application)
+        if getattr(self.base, "cpu_threads", 0):
+            import torch
+            torch.set_num_threads(self.base.cpu_threads)
         folder = root / "tuning" / params.preset.name
         folder.mkdir(parents=True, exist_ok=True)
         self.storage = f"sqlite:///{folder / application}.db"

@@ -5,7 +5,7 @@ import torch
 
 from geodesic.baselines.continual import (BASELINES, BaselineConfig, Context, Template,
                                           old_output_groups)
-from geodesic.baselines.continual_plugins import EWC, SI, LwF, Replay
+from geodesic.baselines.continual_plugins import EWC, SI, DarkReplay, LwF, Replay
 from geodesic.continual_protocol import SCENARIOS, empty_memory, output_mask, task_memory
 from geodesic.continual_run import METHODS, run_sequence
 from geodesic.models import build_model
@@ -82,6 +82,29 @@ def test_the_template_spends_exactly_the_budget_and_counts_replay_passes(tasks):
     assert (evals, steps) == (36, 18)  # two passes a step; a 19th step would exceed 37
 
 
+def test_der_stores_each_example_s_logits_from_the_end_of_its_task(tasks):
+    """At the start of task 1 the network is task 0's end point: the dark term is exactly 0
+    on task 0's memory, the logits of task 0's examples never change afterwards, and a
+    perturbed network pays for its drift from them."""
+    masks = [output_mask("class-il", t, 10) for t in tasks]
+    model, plugin = network(), DarkReplay(8, alpha=1.0, beta=0.0, seed=0)
+    learn([plugin], tasks, 0, model, masks)
+    memory = task_memory(tasks[0], masks[0], 5, seed=0)
+    ctx = context(model, tasks, masks, 1)
+    ctx.memory = memory
+    plugin.before_task(ctx)
+    with torch.no_grad():
+        assert torch.equal(plugin.logits, model(memory.x))
+    x, y = tasks[1].train.x[:8], tasks[1].train.y[:8]
+    assert float(plugin.penalty(ctx, x, y, model(x))) == 0.0 and ctx.evals == 1
+    stored = plugin.logits.clone()
+    perturb(model)
+    assert float(plugin.penalty(ctx, x, y, model(x))) > 1e-4
+    ctx.memory = type(memory)(*(torch.cat([a, a]) for a in (memory.x, memory.y, memory.masks)))
+    plugin.before_task(ctx)
+    assert len(plugin.logits) == 2 * len(memory) and torch.equal(plugin.logits[:10], stored)
+
+
 def test_an_empty_budget_leaves_the_network_unchanged(tasks):
     masks = [output_mask("task-il", t, 10) for t in tasks]
     model = network()
@@ -114,7 +137,7 @@ def test_registries_hold_exactly_the_params_names():
     assert BASELINES.names() == sorted(CONTINUAL_BASELINES)
     assert METHODS.names() == sorted(("geodesic", *CONTINUAL_BASELINES))
     assert SCENARIOS.names() == sorted(CONTINUAL_SCENARIOS)
-    with pytest.raises(UnknownNameError, match="known: ewc, finetune, lwf, replay, si"):
+    with pytest.raises(UnknownNameError, match="known: derpp, ewc, finetune, lwf, replay, si"):
         BASELINES.get("agem")
 
 
@@ -140,7 +163,8 @@ class KillAfter(Callback):
             raise KeyboardInterrupt  # as a kill would stop it
 
 
-@pytest.mark.parametrize("name", ["finetune", "ewc", "si", "lwf", "replay", "geodesic"])
+@pytest.mark.parametrize("name", ["finetune", "ewc", "si", "lwf", "replay", "derpp",
+                                  "geodesic"])
 def test_an_interrupted_sequence_resumes_to_the_uninterrupted_result(tasks, tmp_path, name):
     """Killed inside a task, between tasks and twice in a row, the rerun ends with bitwise the
     accuracy matrix, counts and weights of an uninterrupted run (checkpoints every 3 steps)."""

@@ -13,7 +13,7 @@ from stages.continual import continual_stage
 from stages.prepare import prepare
 from tests.test_data import _accept_test_files, _write_idx, offline  # noqa: F401
 
-METHODS = ["geodesic", "finetune", "ewc", "si", "lwf", "replay"]
+METHODS = ["geodesic", "finetune", "ewc", "si", "lwf", "replay", "derpp"]
 TINY = {"budget": 24, "batch_size": 16, "memory_per_class": 2, "cg_iters": 2, "stop_every": 8,
         "eval_every": 8, "checkpoint_every": 2, "fisher_samples": 16, "replay_batch": 8}
 

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from geodesic.baselines.continual_plugins import EWC, SI, LwF, Plugin, Replay
+from geodesic.baselines.continual_plugins import EWC, SI, DarkReplay, LwF, Plugin, Replay
 from geodesic.continual_protocol import EarlyStop, Memory, TaskBatches, task_loss, task_scores
 from geodesic.metric import ParameterSpace
 from geodesic.path import StateCheckpoints
@@ -47,6 +47,8 @@ class BaselineConfig:
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
     replay_batch: int = 64
+    derpp_alpha: float = 0.5
+    derpp_beta: float = 0.5
     seed: int = 0
 
 
@@ -57,6 +59,8 @@ BASELINES.register("ewc")(lambda c: [EWC(c.ewc_lambda, c.ewc_mode, c.ewc_gamma,
 BASELINES.register("si")(lambda c: [SI(c.si_c, c.si_xi)])
 BASELINES.register("lwf")(lambda c: [LwF(c.lwf_alpha, c.lwf_temperature)])
 BASELINES.register("replay")(lambda c: [Replay(c.replay_batch, c.seed)])
+BASELINES.register("derpp")(lambda c: [DarkReplay(c.replay_batch, c.derpp_alpha, c.derpp_beta,
+                                                  c.seed)])
 
 
 @dataclass

@@ -17,6 +17,10 @@ the previous task), every penalty is zero at its anchor:
             the previous network's logits, one group per earlier task's outputs restricted to
             the classes seen so far (Li & Hoiem 2016)
     Replay  CE on a minibatch drawn from the memory, each example on its own task's outputs
+    DER++   alpha ||f(x_m) - z_m||^2 / C + beta CE(f(x_m), y_m) on one memory minibatch, z_m the
+            logits an example had when it entered the memory (the network at the end of its
+            task), C the number of outputs (Buzzega et al. 2020; one memory batch for both
+            terms, so a step costs what a replay step costs)
 """
 from __future__ import annotations
 
@@ -212,3 +216,44 @@ class Replay(Plugin):
 
     def load_state_dict(self, ctx, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+class DarkReplay(Replay):
+    """DER++: replay of the stored logits (dark knowledge) and labels of the memory."""
+
+    def __init__(self, batch_size: int, alpha: float, beta: float, seed: int = 0):
+        super().__init__(batch_size, seed)
+        self.alpha, self.beta = alpha, beta
+        self.logits: Tensor | None = None
+
+    @torch.no_grad()
+    def before_task(self, ctx) -> None:
+        """Records the logits of the examples that entered the memory since the last task:
+        the network now is the one at the end of their task."""
+        memory, known = ctx.memory, 0 if self.logits is None else len(self.logits)
+        if len(memory) > known:
+            was_training = ctx.model.training
+            ctx.model.eval()
+            new = ctx.model(memory.x[known:].to(ctx.device)).detach()
+            ctx.model.train(was_training)
+            self.logits = new if self.logits is None else torch.cat([self.logits, new])
+
+    def penalty(self, ctx, x, y, z):
+        memory = ctx.memory
+        if len(memory) == 0:
+            return 0.0
+        index = torch.randperm(len(memory), generator=self.generator)[: self.batch_size]
+        z_mem = ctx.model(memory.x[index].to(ctx.device))
+        ctx.evals += 1
+        stored = self.logits[index.to(self.logits.device)]
+        dark = F.mse_loss(z_mem, stored)
+        labels = F.cross_entropy(masked_logits(z_mem, memory.masks[index]),
+                                 memory.y[index].to(ctx.device))
+        return self.alpha * dark + self.beta * labels
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "logits": self.logits}
+
+    def load_state_dict(self, ctx, state: dict) -> None:
+        super().load_state_dict(ctx, state)
+        self.logits = state["logits"]
