@@ -159,6 +159,12 @@ def symmetry(model: nn.Module) -> Symmetry:
             layout = "flat" if layout == "channels" else layout
         elif step.rule in RESHAPE_RULES:
             raise refuse(step, "reshapes permuted units")
+    frozen = [a.name for axes in sym.groups for a in axes
+              if a.parameter and a.name not in space.names]
+    if frozen:
+        raise AlignmentError(f"alignment: frozen parameters {sorted(set(frozen))} carry permuted "
+                             f"units but are not part of the weight vector w; supported: "
+                             f"every parameter of a permuted layer trainable")
     return sym
 
 

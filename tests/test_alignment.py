@@ -132,6 +132,13 @@ def test_a_residual_network_is_refused():
         symmetry(Residual())
 
 
+def test_a_frozen_parameter_of_a_permuted_layer_is_refused():
+    net = _mlp(0)
+    net[1].bias.requires_grad_(False)
+    with pytest.raises(AlignmentError, match=r"frozen parameters \['1.bias'\]"):
+        symmetry(net)
+
+
 def test_bad_arguments_are_refused_before_compute():
     net = _mlp(0)
     w = ParameterSpace(net).get(net)
