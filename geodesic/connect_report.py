@@ -6,6 +6,9 @@
     plot_paths(results, file)          test accuracy and loss along the normalised path position
     plot_plane(results, plane, file)   the paths projected on the plane of (w1, w2, Bezier
                                        middle point), over the test-accuracy landscape
+
+Methods ending at pi(w2) (``*aligned``) are drawn in paths.png beside the others; the plane
+holds only the paths ending at w2.
 """
 from __future__ import annotations
 
@@ -22,9 +25,12 @@ from geodesic.io import atomic_write  # noqa: E402
 
 COLUMNS = ["method", "position", "t", "step", "test_acc", "test_loss", "val_acc", "val_loss"]
 METRIC_KEYS = ["min_acc", "mean_acc", "end_acc", "barrier", "length", "functional_length",
-               "end_distance", "grad_evals", "seconds", "steps", "val_min_acc", "val_barrier"]
+               "end_distance", "grad_evals", "seconds", "steps", "val_min_acc", "val_barrier",
+               "chord", "length_ratio", "length_ratio_w2", "align_seconds"]
 ACC_LEVELS = [0, 20, 40, 60, 80, 90, 94, 96, 97, 98, 99, 100]  # percent: detail near the top
-STYLE = {"geodesic": ("tab:red", "-"), "linear": ("tab:gray", "--"), "bezier": ("tab:blue", "-.")}
+STYLE = {"geodesic": ("tab:red", "-"), "linear": ("tab:gray", "--"), "bezier": ("tab:blue", "-."),
+         "geodesic_aligned": ("tab:orange", "-"), "aligned": ("black", ":"),
+         "bezier_aligned": ("tab:cyan", "-.")}
 
 
 def summary(endpoints: dict, results: list) -> dict:
@@ -71,11 +77,12 @@ def plot_paths(results: list, file, title: str = "") -> None:
                      label=r.name)
     ax_acc.set(xlabel="normalised path position (arc length)", ylabel="test accuracy (%)")
     ax_loss.set(xlabel="normalised path position (arc length)", ylabel="test loss")
-    ax_acc.legend()
-    ax_loss.legend()
+    ax_acc.legend(fontsize=8)
+    ax_loss.legend(fontsize=8)
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-    fig.suptitle(title or "accuracy and loss along the paths from w1 to w2")
+    fig.suptitle(title or "accuracy and loss along the paths from w1 to w2 (*aligned: to pi(w2), "
+                 "w2's units permuted to match w1, the same function)")
     _save(fig, file)
 
 

@@ -12,10 +12,17 @@ The geodesic's direction is v = (w2 - w) - alpha grad D2(w) with alpha = ``funct
 :class:`Connect` composed with alpha :class:`Anchor`, the metric's reference network being w2,
 so D2 = 1/2 E||f(x; w) - f(x; w2)||^2 on the metric batch (no labels). alpha = 0 is the plain
 paper form v = w2 - w.
+
+Every method walks to one of two targets that compute the same function: w2 itself, or pi(w2),
+w2 with its hidden units permuted to match w1 (:func:`geodesic.alignment.weight_matching`,
+max_pi <w1, pi(w2)>). The ``aligned`` methods (``aligned``, ``bezier_aligned``,
+``geodesic_aligned``) are the others with w2 replaced by pi(w2); their seconds include the
+matching's. Lengths are reported relative to both chords, ||w1 - target|| and ||w1 - w2||.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,6 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from geodesic.alignment import Alignment, weight_matching
 from geodesic.baselines.curves import CURVES, BezierTraining, Plane
 from geodesic.data import Dataset
 from geodesic.evaluate import (AccuracyCallback, BatchNormRefresh, path_metrics,
@@ -31,6 +39,7 @@ from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.objectives import Anchor, Combined
 from geodesic.objectives.connect import Connect
 from geodesic.path import StateCheckpoints
+from geodesic.registry import Registry
 from geodesic.solvers import build_solver
 from geodesic.traverse import Callback, ProgressLog, traverse
 
@@ -47,9 +56,37 @@ class Endpoints:
     train_inputs: Tensor  # on the device: the metric's pool
     bn_inputs: Tensor  # BatchNorm statistics are recomputed from these at every point
     metric_inputs: Tensor  # fixed batch for the functional speed of the curves
+    align_seed: int = 0  # seed of the weight matching's order of groups
+    alignment: Alignment | None = None  # set when w2 is pi(w2)
+    network_w2: Tensor | None = None  # w2 as trained (None: w2 is it)
+    _aligned: "Endpoints | None" = field(default=None, repr=False)
 
     def splits(self) -> dict:
         return {"test": self.data.test, "val": self.data.val}
+
+    def aligned(self) -> "Endpoints":
+        """The same endpoints with w2 replaced by pi(w2); weight matching runs at the first
+        call only."""
+        if self._aligned is None:
+            alignment = weight_matching(self.model, self.w1, self.w2, seed=self.align_seed)
+            self._aligned = dataclasses.replace(self, w2=alignment.apply(self.w2),
+                                                alignment=alignment, network_w2=self.w2)
+        return self._aligned
+
+    def trained_w2(self) -> Tensor:
+        return self.w2 if self.network_w2 is None else self.network_w2
+
+    def align_seconds(self) -> float:
+        return 0.0 if self.alignment is None else self.alignment.seconds
+
+
+# method name -> the endpoints it walks between (w1 to w2, or w1 to pi(w2))
+TARGETS: Registry[Callable[[Endpoints], Endpoints]] = Registry("target")
+TARGETS.register("w2")(lambda ends: ends)
+TARGETS.register("aligned")(Endpoints.aligned)
+BASELINES = {"linear": ("linear", "w2"), "bezier": ("bezier", "w2"),  # (a CURVES name, target)
+             "aligned": ("linear", "aligned"), "bezier_aligned": ("bezier", "aligned")}
+GEODESICS = {"geodesic": "w2", "geodesic_aligned": "aligned"}
 
 
 @dataclass
@@ -60,15 +97,35 @@ class MethodResult:
     records: list[dict] = field(default_factory=list)
     plane: list[tuple[float, float, float]] = field(default_factory=list)  # (x, y, off-plane)
     curve: object | None = None  # the fitted curve (baselines)
+    target: str = "w2"  # a TARGETS name: where the method ends
 
 
 def endpoints(model1: nn.Module, model2: nn.Module, data: Dataset, bn_inputs: int,
-              metric_batch: int) -> Endpoints:
+              metric_batch: int, align_seed: int = 0) -> Endpoints:
     space = ParameterSpace(model1)
     w1 = space.get(model1)
     x = data.train.x.to(w1.device)
     return Endpoints(model1, space, w1, space.get(model2), data, x,
-                     x if bn_inputs == 0 else x[:bn_inputs], x[:metric_batch])
+                     x if bn_inputs == 0 else x[:bn_inputs], x[:metric_batch], align_seed)
+
+
+def alignment_figures(aligned: Endpoints) -> dict:
+    """What weight matching found for aligned endpoints: ||w1 - w2||, ||w1 - pi(w2)||,
+    <w1, pi(w2)> against <w1, w2>, its sweeps and seconds."""
+    a = aligned.alignment
+    return {"distance_w2": float((aligned.w1 - aligned.network_w2).norm()),
+            "distance_aligned": float((aligned.w1 - aligned.w2).norm()),
+            "align_objective": a.objective, "align_identity_objective": a.identity_objective,
+            "align_sweeps": a.sweeps, "align_seconds": a.seconds}
+
+
+def chords(ends: Endpoints, length: float) -> dict:
+    """chord = ||w1 - target||; length_ratio = length / chord; length_ratio_w2 = length /
+    ||w1 - w2|| (w2 as trained); align_seconds: the weight matching's wall-clock (0 toward w2)."""
+    chord = float((ends.w1 - ends.w2).norm())
+    chord_w2 = float((ends.w1 - ends.trained_w2()).norm())
+    return {"chord": chord, "length_ratio": length / max(chord, 1e-30),
+            "length_ratio_w2": length / max(chord_w2, 1e-30), "align_seconds": ends.align_seconds()}
 
 
 def score_point(ends: Endpoints, w: Tensor) -> dict:
@@ -111,8 +168,11 @@ class PlaneTrace(Callback):
 
 
 def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
-                 callbacks: tuple[Callback, ...] = ()) -> MethodResult:
-    """Traverse from w1 toward w2 with the settings ``s`` (a ConnectSettings)."""
+                 callbacks: tuple[Callback, ...] = (), name: str = "geodesic") -> MethodResult:
+    """Traverse from w1 toward w2 (``geodesic``) or pi(w2) (``geodesic_aligned``) with the
+    settings ``s`` (a ConnectSettings); ``plane`` traces the steps' coordinates on it."""
+    target = GEODESICS[name]
+    ends = TARGETS.get(target)(ends)
     model = copy.deepcopy(ends.model)
     metric = FunctionalMetric(model, ends.train_inputs, output=s.output,
                               batch_size=s.metric_batch, seed=s.seed, reference=ends.w2,
@@ -128,7 +188,7 @@ def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
     path = traverse(model, objective, metric, build_solver(s), eta=s.eta, beta=s.beta,
                     max_steps=s.max_steps, checkpoint_every=s.checkpoint_every,
                     directory=directory, callbacks=[*scoring, trace, ProgressLog(
-                        "geodesic", s.max_steps), *callbacks])
+                        name, s.max_steps), *callbacks])
     points = _geodesic_points(ends, path, connect)
     join = ends.w2 - connect.end if "joined" in path.milestones else None
     functional = path.functional_length + (_functional(ends, ends.w2, join, s.output)
@@ -137,12 +197,13 @@ def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
     last = path.records[-1] if path.records else {"evals": 0, "seconds": 0.0,
                                                   "distance_rel": 1.0}
     metrics.update(end_distance=last["distance_rel"], grad_evals=last["evals"],
-                   seconds=last["seconds"] - sum(c.seconds for c in scoring),
-                   steps=len(path.records), **_validation(points))
+                   seconds=last["seconds"] - sum(c.seconds for c in scoring) +
+                   ends.align_seconds(), steps=len(path.records), **_validation(points),
+                   **chords(ends, metrics["length"]))
     coords = [plane.coordinates(ends.w1)] + trace.coords if plane is not None else []
     if plane is not None and join is not None:
         coords.append(plane.coordinates(ends.w2))
-    return MethodResult("geodesic", points, metrics, path.records, coords)
+    return MethodResult(name, points, metrics, path.records, coords, target=target)
 
 
 def _geodesic_points(ends: Endpoints, path, connect: Connect) -> list[dict]:
@@ -185,24 +246,28 @@ def _functional(ends: Endpoints, w: Tensor, theta: Tensor, output: str) -> float
 def run_curve(name: str, ends: Endpoints, s, on_record: Callable[[dict], None] | None = None,
               on_point: Callable[[int, dict], None] | None = None,
               directory=None) -> MethodResult:
-    """Fit curve ``name`` (``linear``, ``bezier``) and score it at ``s.points`` parameters; with
-    ``directory``, the fit checkpoints there every ``s.checkpoint_every`` steps and resumes."""
+    """Fit baseline ``name`` (a curve of :data:`BASELINES` toward its target) and score it at
+    ``s.points`` parameters; with ``directory``, the fit checkpoints there every
+    ``s.checkpoint_every`` steps and resumes."""
+    curve, target = BASELINES[name]
+    ends = TARGETS.get(target)(ends)
     cfg = BezierTraining(steps=s.bezier_steps, batch_size=s.bezier_batch, lr=s.bezier_lr,
                          momentum=s.bezier_momentum, weight_decay=s.bezier_weight_decay,
                          seed=s.seed)
     model = copy.deepcopy(ends.model)
     checkpoints = StateCheckpoints(directory, s.checkpoint_every, device=ends.w1.device)
-    fitted = CURVES.get(name)(model, ends.space, ends.w1, ends.w2, ends.data.train, cfg,
+    fitted = CURVES.get(curve)(model, ends.space, ends.w1, ends.w2, ends.data.train, cfg,
                               on_record, checkpoints)
     ts = torch.linspace(0, 1, s.points).tolist()
     points, length, functional = score_curve(ends.model, ends.space, fitted.curve, ts,
                                              ends.splits(), ends.bn_inputs,
                                              ends.metric_inputs, s.output, on_point)
     metrics = path_metrics(points, length, functional)
-    metrics.update(end_distance=0.0, grad_evals=fitted.evals, seconds=fitted.seconds,
+    metrics.update(end_distance=0.0, grad_evals=fitted.evals,
+                   seconds=fitted.seconds + ends.align_seconds(),
                    steps=len(fitted.records) and fitted.records[-1]["step"],
-                   **_validation(points))
-    return MethodResult(name, points, metrics, fitted.records, curve=fitted.curve)
+                   **_validation(points), **chords(ends, length))
+    return MethodResult(name, points, metrics, fitted.records, curve=fitted.curve, target=target)
 
 
 def trace_curve(result: MethodResult, plane: Plane, n: int = 101) -> None:

@@ -238,7 +238,8 @@ class ContinualSettings(GeodesicSettings):
 # --- connect --------------------------------------------------------------------------------
 
 
-CURVE_NAMES = ("linear", "bezier")
+CURVE_NAMES = ("linear", "bezier", "aligned", "bezier_aligned")
+GEODESIC_NAMES = ("geodesic", "geodesic_aligned")
 
 
 @dataclass
@@ -254,7 +255,13 @@ class ConnectSettings(GeodesicSettings):
                                    "distance to w2 on the metric batch (0: v = w2 - w alone)",
                                    low=0.0)
     seed: int = setting(0, "seed of the metric batches and of the Bezier training", low=0)
-    baselines: list[str] = setting(["linear", "bezier"], "curves compared with the geodesic",
+    geodesics: list[str] = setting(list(GEODESIC_NAMES), "geodesics walked: geodesic from w1 to "
+                                   "w2 (the paper's), geodesic_aligned from w1 to pi(w2), w2 "
+                                   "with its hidden units permuted to match w1 by weight "
+                                   "matching (the same function)", choices=GEODESIC_NAMES)
+    baselines: list[str] = setting(list(CURVE_NAMES), "curves compared with the geodesics: the "
+                                   "straight line and the trained quadratic Bezier curve to w2 "
+                                   "(linear, bezier) and to pi(w2) (aligned, bezier_aligned)",
                                    choices=CURVE_NAMES)
     points: int = setting(21, "N: evaluation points along each baseline curve", low=2)
     bn_inputs: int = setting(2048, "training inputs from which BatchNorm statistics are "
@@ -276,6 +283,11 @@ class ConnectSettings(GeodesicSettings):
             raise ParamsError(f"{prefix}.seeds", self.seeds, "two distinct seeds of train.seeds")
         if len(set(self.baselines)) != len(self.baselines):
             raise ParamsError(f"{prefix}.baselines", self.baselines, "distinct curve names")
+        if len(set(self.geodesics)) != len(self.geodesics):
+            raise ParamsError(f"{prefix}.geodesics", self.geodesics, "distinct geodesic names")
+        if not self.geodesics and not self.baselines:
+            raise ParamsError(f"{prefix}.geodesics", self.geodesics, "at least one method "
+                              "(connect.baselines is empty too)")
 
 
 # --- sweep (the scheduled sweep of ``geodesic serve`` / ``deploy``; no stage reads it) --------

@@ -1,9 +1,12 @@
 """Stage ``connect``: from the base network of ``connect.seeds[0]`` to that of ``seeds[1]``
-along the geodesic, against the straight line and a trained quadratic Bezier curve.
+along the geodesics (to w2, and to pi(w2): w2 with its hidden units permuted to match w1),
+against the straight lines and trained quadratic Bezier curves to either.
 
 Writes ``metrics/connect.json``, ``plots/connect.csv`` (accuracy along the normalised path
-position, every method), ``plots/connect/paths.png``, ``plots/connect/plane.png`` and
-``paths/connect/`` (the geodesic's records, milestones and end point, the Bezier middle point).
+position, every method), ``plots/connect/paths.png``, ``plots/connect/plane.png`` (the methods
+ending at w2) and ``paths/connect/`` (each geodesic's records, milestones and end point, the
+Bezier middle points, and ``alignment.safetensors``: the permutation pi of each hidden layer,
+``pi(w2)[unit i] = w2[unit pi[i]]``).
 The geodesic and the Bezier training checkpoint under ``checkpoints/connect/<hash of the
 settings>/<hash of the two base networks>/<method>``, outside DVC's outputs: a killed stage
 resumes where it stopped. One MLflow run with a nested run per method: per-step metrics,
@@ -18,8 +21,8 @@ import logging
 from geodesic import tracking
 from geodesic.baselines.curves import Plane
 from geodesic.connect_report import plot_paths, plot_plane, rows, summary, write_csv
-from geodesic.connect_run import (endpoints, plane_landscape, run_curve, run_geodesic,
-                                  score_point, trace_curve)
+from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, plane_landscape,
+                                  run_curve, run_geodesic, score_point, trace_curve)
 from geodesic.device import resolve_device
 from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
@@ -43,7 +46,7 @@ def connect_stage(params: Params) -> None:
     data = load_data(params)
     ends = endpoints(load_base_model(params, c.seeds[0], device),
                      load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
-                     c.metric_batch)
+                     c.metric_batch, align_seed=c.seed)
     resume = checkpoint_dir("connect", params, *SECTIONS) / networks_hash(*c.seeds)
     with tracking.stage_run("connect", params_dict(params, *SECTIONS)):
         first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
@@ -53,14 +56,31 @@ def connect_stage(params: Params) -> None:
         results = [_baseline(name, ends, c, resume / name) for name in c.baselines]
         bezier = next((r for r in results if r.name == "bezier"), None)
         plane = Plane.through(ends.w1, ends.w2, bezier.curve.theta) if bezier else None
-        with tracking.method_run("geodesic", to_dict(c)):
-            geodesic = run_geodesic(ends, c, resume / "geodesic", plane,
-                                    callbacks=(tracking.MLflowCallback(),))
-            publish(resume / "geodesic", OUT / "geodesic")
-            tracking.log_metrics(geodesic.metrics)
-            tracking.log_artifact(OUT / "geodesic" / "final.safetensors", "path")
-        results.insert(0, geodesic)
+        results[:0] = [_geodesic(name, ends, c, resume, plane) for name in c.geodesics]
+        if any(r.target == "aligned" for r in results):
+            ends_scores.update(_alignment(ends.aligned()))
         _report(ends, results, plane, bezier, c, ends_scores)
+
+
+def _geodesic(name: str, ends, c, resume, plane):
+    with tracking.method_run(name, to_dict(c)):
+        result = run_geodesic(ends, c, resume / name, plane if GEODESICS[name] == "w2" else None,
+                              callbacks=(tracking.MLflowCallback(),), name=name)
+        publish(resume / name, OUT / name)
+        tracking.log_metrics(result.metrics)
+        tracking.log_artifact(OUT / name / "final.safetensors", "path")
+    return result
+
+
+def _alignment(aligned) -> dict:
+    """Saves pi (one index tensor per hidden layer); returns what the matching found."""
+    file = OUT / "alignment.safetensors"
+    alignment = aligned.alignment
+    save_tensors(file, dict(zip(alignment.symmetry.layers, alignment.perms)))
+    tracking.log_artifact(file, "alignment")
+    figures = alignment_figures(aligned)
+    tracking.log_metrics(figures)
+    return figures
 
 
 def _baseline(name: str, ends, c, directory):
@@ -88,7 +108,7 @@ def _report(ends, results, plane, bezier, c, ends_scores) -> None:
     tracking.log_artifact(PLOTS / "connect.csv", "figures")
     if plane is not None:
         for r in results:
-            if r.curve is not None:
+            if r.curve is not None and r.target == "w2":
                 trace_curve(r, plane)
         landscape = (plane_landscape(ends, plane, [r.plane for r in results], c.plane_grid)
                      if c.plane_grid else None)
@@ -97,7 +117,7 @@ def _report(ends, results, plane, bezier, c, ends_scores) -> None:
         plot_plane(results, marks, FIGURES / "plane.png", landscape)
         tracking.log_artifact(FIGURES / "plane.png", "figures")
     for r in results:
-        log.info("%-8s min acc %.4f  mean %.4f  barrier %.4f  length %.2f  evals %d",
+        log.info("%-16s min acc %.4f  mean %.4f  barrier %.4f  length %.2f  evals %d",
                  r.name, r.metrics["min_acc"], r.metrics["mean_acc"], r.metrics["barrier"],
                  r.metrics["length"], r.metrics["grad_evals"])
 

@@ -7,14 +7,14 @@ import torch
 
 from geodesic.baselines.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
                                        fit_bezier, garipov_lr)
-from geodesic.connect_run import endpoints, run_curve, run_geodesic
+from geodesic.connect_run import BASELINES, GEODESICS, TARGETS, endpoints, run_curve, run_geodesic
 from geodesic.data import load_dataset
 from geodesic.evaluate import (BatchNormRefresh, accuracy, path_metrics, recalibrate_batchnorm,
                                score_weights)
 from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.models import build_model
 from geodesic.objectives.connect import Connect
-from geodesic.params import CURVE_NAMES, ConnectSettings, parse_params
+from geodesic.params import CURVE_NAMES, GEODESIC_NAMES, ConnectSettings, parse_params
 from geodesic.settings import ParamsError
 from geodesic.solvers import ConjugateGradient
 from geodesic.train import TrainConfig, train
@@ -293,8 +293,62 @@ def test_plane_coordinates():
     assert plane.coordinates(torch.tensor([2.0, -1, 3, 0, 0]) + 1) == pytest.approx((2, -1, 3))
 
 
-def test_the_curve_registry_holds_the_params_names():
-    assert CURVES.names() == sorted(CURVE_NAMES)
+def test_the_method_tables_hold_the_params_names():
+    assert sorted(BASELINES) == sorted(CURVE_NAMES)
+    assert sorted(GEODESICS) == sorted(GEODESIC_NAMES)
+    assert {curve for curve, _ in BASELINES.values()} == set(CURVES.names())
+    assert {t for _, t in BASELINES.values()} | set(GEODESICS.values()) == set(TARGETS.names())
+
+
+def test_the_aligned_line_between_permuted_twins_is_the_network_itself(digits, trained):
+    """Weight matching undoes the twin's permutation: pi(w2) = w1, the chord is 0 and every
+    point of the aligned line is the network, where the plain line loses the function."""
+    net, twin = trained
+    ends = endpoints(net, twin, digits, 0, 256)
+    base = accuracy(net, digits.test)[0]
+    aligned = run_curve("aligned", ends, settings(points=5))
+    line = run_curve("linear", ends, settings(points=5))
+    assert torch.equal(ends.aligned().w2, ends.w1)
+    assert ends.aligned().alignment.objective == pytest.approx(float(ends.w1.double().norm()) ** 2)
+    assert [p["test_acc"] for p in aligned.points] == [base] * 5
+    assert aligned.metrics["chord"] == 0.0 and aligned.metrics["length"] == 0.0
+    assert aligned.metrics["align_seconds"] > 0 and aligned.metrics["grad_evals"] == 0
+    assert line.metrics["min_acc"] < base - 0.10 and line.metrics["align_seconds"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def two_networks(digits, trained):
+    """The trained 64-32-10 MLP and an independently trained one (another seed)."""
+    torch.manual_seed(1)
+    other = build_model("mlp", digits.in_shape, 10, (32,))
+    train(other, digits, TrainConfig(epochs=15, lr=0.05, seed=1))
+    return trained[0], other
+
+
+def test_aligned_methods_end_at_pi_w2_which_computes_w2s_function(digits, two_networks):
+    net, other = two_networks
+    ends = endpoints(net, other, digits, 0, 256)
+    w2_acc = accuracy(other, digits.test)[0]
+    aligned_ends = ends.aligned()
+    assert aligned_ends is ends.aligned()  # matched once
+    line = run_curve("linear", ends, settings())
+    aligned = run_curve("aligned", ends, settings())
+    geodesic = run_geodesic(ends, settings(max_steps=400), name="geodesic_aligned")
+    distance, distance_aligned = float((ends.w1 - ends.w2).norm()), float(
+        (ends.w1 - aligned_ends.w2).norm())
+    assert distance_aligned < 0.9 * distance
+    for result in (aligned, geodesic):
+        assert result.target == "aligned" and result.points[-1]["test_acc"] == w2_acc
+        assert result.metrics["chord"] == pytest.approx(distance_aligned, rel=1e-6)
+        assert result.metrics["length_ratio_w2"] == pytest.approx(
+            result.metrics["length"] / distance, rel=1e-6)
+    assert aligned.metrics["length"] == pytest.approx(distance_aligned, rel=1e-5)
+    assert aligned.metrics["length_ratio"] == pytest.approx(1.0, rel=1e-5)
+    assert line.metrics["length_ratio"] == line.metrics["length_ratio_w2"] == pytest.approx(1.0)
+    assert aligned.metrics["min_acc"] >= line.metrics["min_acc"]
+    assert aligned.metrics["barrier"] < line.metrics["barrier"]
+    assert geodesic.metrics["end_distance"] <= 0.01 and geodesic.name == "geodesic_aligned"
+    assert geodesic.metrics["length_ratio"] >= 1.0
 
 
 @pytest.mark.parametrize("section, key", [
@@ -303,6 +357,9 @@ def test_the_curve_registry_holds_the_params_names():
     ({"seeds": [0, 1, 2]}, "connect.seeds"),
     ({"eps": 0.0}, "connect.eps"),
     ({"function_pull": -1.0}, "connect.function_pull"),
+    ({"geodesics": ["geodesic", "geodesic"]}, "connect.geodesics"),
+    ({"geodesics": ["geodesic_plain"]}, "connect.geodesics"),
+    ({"geodesics": [], "baselines": []}, "connect.geodesics"),
 ])
 def test_bad_connect_params_name_the_key(section, key):
     with pytest.raises(ParamsError) as info:

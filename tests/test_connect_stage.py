@@ -11,13 +11,14 @@ import torch
 import torchvision.datasets
 import yaml
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file
 
 from geodesic.params import load_params
 from tests.test_data import _accept_test_files, _write_cifar
 
-METHODS = {"geodesic", "linear", "bezier"}
+METHODS = {"geodesic", "geodesic_aligned", "linear", "bezier", "aligned", "bezier_aligned"}
 KEYS = {"min_acc", "mean_acc", "barrier", "length", "functional_length", "end_distance",
-        "grad_evals", "seconds"}
+        "grad_evals", "seconds", "chord", "length_ratio", "length_ratio_w2", "align_seconds"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,6 +51,19 @@ def check_outputs(tmp_path, metrics):
     for values in metrics["methods"].values():
         assert KEYS <= set(values)
     assert metrics["methods"]["linear"]["grad_evals"] == 0
+    ends, methods = metrics["endpoints"], metrics["methods"]
+    assert ends["distance_aligned"] < ends["distance_w2"]
+    assert ends["align_objective"] > ends["align_identity_objective"]
+    for name in ("aligned", "bezier_aligned"):  # pi(w2) computes w2's function
+        assert methods[name]["end_acc"] == ends["w2_test_acc"]
+    for name in ("aligned", "bezier_aligned", "geodesic_aligned"):
+        assert methods[name]["chord"] == pytest.approx(ends["distance_aligned"], rel=1e-5)
+        assert methods[name]["align_seconds"] == ends["align_seconds"] > 0
+    assert methods["aligned"]["grad_evals"] == 0
+    assert methods["bezier_aligned"]["grad_evals"] == methods["bezier"]["grad_evals"]
+    assert methods["linear"]["chord"] == pytest.approx(ends["distance_w2"], rel=1e-5)
+    perms = load_file(tmp_path / "paths" / "connect" / "alignment.safetensors")
+    assert all(torch.equal(p.sort().values, torch.arange(len(p))) for p in perms.values())
     with open(tmp_path / "plots" / "connect.csv") as fh:
         table = list(csv.DictReader(fh))
     for method in METHODS:
@@ -70,6 +84,7 @@ def check_outputs(tmp_path, metrics):
     assert len(history) == metrics["methods"]["geodesic"]["steps"]
     artifacts = {a.path for a in client.list_artifacts(geodesic.info.run_id, "checkpoints")}
     assert artifacts
+    assert (tmp_path / "paths" / "connect" / "geodesic_aligned" / "final.safetensors").exists()
 
 
 def test_the_stage_on_digits_writes_every_output(tmp_path, monkeypatch):
@@ -111,7 +126,8 @@ def test_a_nan_step_inside_the_stage_halves_eta_and_its_run_logs_it(tmp_path, mo
         "model": {"name": "mlp", "widths": [16]},
         "train": {"seeds": [0, 1], "epochs": 1},
         "connect": {"eta": 0.5, "max_steps": 6, "cg_iters": 3, "eval_every": 3,
-                    "checkpoint_every": 3, "baselines": [], "plane_grid": 0},
+                    "checkpoint_every": 3, "baselines": [], "geodesics": ["geodesic"],
+                    "plane_grid": 0},
     }
     metrics = run_pipeline(tmp_path, monkeypatch, params)
     assert metrics["methods"]["geodesic"]["steps"] == 6
