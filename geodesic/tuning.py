@@ -90,18 +90,23 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
         "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("function_pull", 0.1, 10.0),
                      IntRange("cg_iters", 4, 12)],
         "linear": [],
+        "aligned": [],
         "bezier": [LogRange("bezier_lr", 1e-3, 0.3), Choice("bezier_momentum", (0.0, 0.5, 0.9))],
     },
 }
+# Methods that share every tuned key with another method run with that method's values.
+TIED = {"connect": {"geodesic_aligned": "geodesic", "bezier_aligned": "bezier"}}
 
 
 def methods_of(application: str, settings) -> list[str]:
-    """The methods the application's settings run, in the order they run."""
+    """The methods of the application's settings that are tuned, in the order they run (a
+    method of ``TIED`` runs with the values chosen for the method it names)."""
     if application == "sparsify":
         return list(settings.methods)
     if application == "continual":
         return ["geodesic", *settings.baselines]
-    return ["geodesic", *settings.baselines]
+    methods = [*settings.geodesics, *settings.baselines]
+    return [m for m in methods if TIED["connect"].get(m) not in methods]
 
 
 def validation_only(data: Dataset) -> Dataset:
@@ -198,12 +203,12 @@ class RunningMinimum(Callback):
 
 
 def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
-    from geodesic.connect_run import endpoints, run_curve, run_geodesic
+    from geodesic.connect_run import GEODESICS, endpoints, run_curve, run_geodesic
 
     first, second = (copy.deepcopy(inputs.models[seed]) for seed in s.seeds)
     ends = endpoints(first, second, inputs.data, s.bn_inputs, s.metric_batch)
-    if method == "geodesic":
-        result = run_geodesic(ends, s, callbacks=(RunningMinimum(report),))
+    if method in GEODESICS:
+        result = run_geodesic(ends, s, callbacks=(RunningMinimum(report),), name=method)
     else:
         result = run_curve(method, ends, s)
     m = result.metrics

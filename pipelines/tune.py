@@ -29,8 +29,8 @@ from geodesic.data import load_saved
 from geodesic.device import resolve_device
 from geodesic.params import Params, load_params
 from geodesic.settings import ParamsError, parse_section, to_dict
-from geodesic.tuning import (APPLICATIONS, SPACES, Choice, IntRange, LogRange, TuningInputs,
-                             methods_of, run_trial, validation_only)
+from geodesic.tuning import (APPLICATIONS, SPACES, TIED, Choice, IntRange, LogRange,
+                             TuningInputs, methods_of, run_trial, validation_only)
 from pipelines.tune_report import write_report
 
 log = logging.getLogger("pipelines.tune")
@@ -117,7 +117,8 @@ class Tuner:
         import optuna
         from optuna.trial import TrialState
 
-        space = SPACES[self.application].get(method, [])
+        leader = TIED.get(self.application, {}).get(method, method)
+        space = SPACES[self.application].get(leader, [])
         study = self.study(method)
         wanted = self.trials if space else 1
         done = [t for t in study.get_trials(deepcopy=False)

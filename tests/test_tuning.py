@@ -115,7 +115,7 @@ def test_the_test_split_is_never_read(project, tmp_path):
 
 @pytest.mark.parametrize("application,method", [
     ("continual", "geodesic"), ("continual", "ewc"), ("connect", "geodesic"),
-    ("connect", "bezier")])
+    ("connect", "bezier"), ("connect", "geodesic_aligned")])
 def test_every_application_scores_a_trial_on_validation(project, application, method):
     params = load_params(project / "params.yaml")
     data = validation_only(load_saved(project / DATASET))
@@ -126,9 +126,19 @@ def test_every_application_scores_a_trial_on_validation(project, application, me
     outcome = run_trial(application, method, getattr(params, application), inputs,
                         lambda step, value: steps.append((step, value)))
     assert 0.0 <= outcome.score <= 1.0 and outcome.evals >= 0
-    if method == "geodesic" or application == "continual":
+    if method.startswith("geodesic") or application == "continual":
         assert steps and all(0.0 <= v <= 1.0 for _, v in steps)
         assert [s for s, _ in steps] == sorted(s for s, _ in steps)
+
+
+def test_aligned_methods_take_the_values_of_their_unaligned_form(project):
+    params = load_params(project / "params.yaml")
+    from geodesic.tuning import methods_of
+    s = params.connect
+    assert methods_of("connect", s) == ["geodesic", "linear", "bezier"]
+    both = type(s)(**{**s.__dict__, "geodesics": ["geodesic_aligned"],
+                      "baselines": ["bezier_aligned", "aligned"]})
+    assert methods_of("connect", both) == ["geodesic_aligned", "bezier_aligned", "aligned"]
 
 
 def test_bad_requests_are_refused_before_anything_runs(project):
