@@ -12,7 +12,8 @@ from stages.common import DATASET, main, params_dict
 def prepare(params: Params) -> None:
     d = params.data
     with tracking.stage_run("prepare", params_dict(params, "data")):
-        ds = load_dataset(d.name, d.root, d.val_fraction, d.seed, d.train_limit, d.test_limit)
+        ds = load_dataset(d.name, d.root, d.val_fraction, d.seed, d.train_limit, d.test_limit,
+                          d.size)
         save_dataset(ds, DATASET)
         summary = {"name": ds.name, "num_classes": ds.num_classes, "in_shape": list(ds.in_shape),
                    "train": len(ds.train), "val": len(ds.val), "test": len(ds.test)}
