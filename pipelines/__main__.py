@@ -6,6 +6,7 @@
     geodesic deploy --pool P --source GIT   deployments that workers on other machines run
     geodesic ui [--prefect]                  the MLflow UI (or the Prefect server) on 127.0.0.1
     geodesic sync [--to URI]                 upload the runs recorded offline to the server
+    geodesic compose -S data=mnist_real -S model=vgg11_bn   params.yaml from the conf/ presets
 """
 from __future__ import annotations
 
@@ -116,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
                       "else the project's sqlite:///<project>/mlflow.db)")
     sync.add_argument("--include-running", action="store_true", help="also upload runs still "
                       "RUNNING (their stage is in progress or was killed)")
+
+    compose = sub.add_parser("compose", help="write params.yaml from the conf/ presets",
+                             description="Compose conf/config.yaml with the overrides exactly as "
+                             "`dvc exp run -S ...` does (DVC's Hydra composition), check the "
+                             "result, and write it (then `dvc repro` runs it in the workspace).",
+                             epilog="example: geodesic compose -S data=mnist_real -S "
+                             "model=vgg11_bn -S train.epochs=5")
+    compose.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                         metavar="GROUP=NAME|KEY=VALUE", help="a preset (data, model, scale) "
+                         "or a value (Hydra override syntax)")
+    compose.add_argument("-o", "--output", default="params.yaml", help="file written, relative "
+                         "to the project (default: params.yaml; '-': print it)")
     return top
 
 
@@ -164,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ui(project, args.port, args.prefect)
         elif args.command == "sync":
             return _sync(Path(project), args.to, args.include_running)
+        elif args.command == "compose":
+            return _compose(Path(project), args.overrides, args.output)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -173,6 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandFailed, SweepFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compose(project: Path, overrides: list[str], output: str) -> int:
+    import tempfile
+
+    from pipelines.presets import write
+    if output != "-":
+        write(project / output, overrides, project)
+        print(f"wrote {project / output}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "params.yaml", overrides, project)
+        print((Path(tmp) / "params.yaml").read_text(), end="")
     return 0
 
 

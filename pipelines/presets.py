@@ -40,11 +40,18 @@ def compose_to(path: str | Path, overrides: list[str] = (), root: str | Path = "
     """Write the composition of ``root/conf`` with ``overrides`` (Hydra override strings, as
     ``dvc exp run -S`` passes them) to ``path``, through DVC's own composition."""
     from dvc.utils.hydra import compose_and_dump
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     root = Path(root).resolve()
     check_choices(list(overrides), root)
-    compose_and_dump(str(path), str(root / CONFIG_DIR), None, CONFIG_NAME, str(root),
-                     list(overrides))
+    try:
+        compose_and_dump(str(path), str(root / CONFIG_DIR), None, CONFIG_NAME, str(root),
+                         list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        reason = " ".join(str(exc).split())
+        raise ParamsError("overrides", list(overrides), "keys of conf/config.yaml and presets "
+                          f"of {', '.join(GROUPS)} (Hydra: {reason})") from exc
 
 
 def compose(overrides: list[str] = (), root: str | Path = ".") -> dict:
