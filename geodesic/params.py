@@ -86,6 +86,7 @@ class TrainSettings:
     epochs: int = setting(30, "training epochs", low=1)
     batch_size: int = setting(64, "minibatch size", low=1)
     device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
+    cpu_threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0)
 
     def validate(self, prefix: str) -> None:
         if len(set(self.seeds)) != len(self.seeds):
@@ -292,6 +293,7 @@ class ConnectSettings(GeodesicSettings):
                                      high=1.0, high_open=True)
     bezier_weight_decay: float = setting(0.0, "weight decay on phi(t) in the Bezier training",
                                          low=0.0)
+    cpu_threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0)
     plane_grid: int = setting(15, "lattice size of the test-accuracy landscape drawn on the "
                               "plane of (w1, w2, Bezier middle point); 0: no landscape", low=0)
 

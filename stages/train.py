@@ -21,6 +21,8 @@ log = logging.getLogger("stages.train")
 
 def train_stage(params: Params) -> None:
     t = params.train
+    if t.cpu_threads:
+        torch.set_num_threads(t.cpu_threads)
     device = resolve_device(t.device)
     data = load_data(params)
     results = {}
