@@ -2,6 +2,7 @@
 writes to params.yaml), the committed params.yaml is the default composition, every preset
 combination gives params that parse, and the groups set what they name."""
 import configparser
+import json
 import itertools
 from pathlib import Path
 
@@ -126,3 +127,24 @@ def test_group_names_match_the_preset_section():
     from geodesic.params import PresetSettings
     from geodesic.settings import to_dict
     assert tuple(to_dict(PresetSettings())) == GROUPS
+
+
+def test_a_relative_data_root_is_the_repositorys_also_inside_a_temp_experiment(
+        tmp_path, monkeypatch):
+    """`dvc exp run --temp` runs in <repo>/.dvc/tmp/exps/standalone/<tmp>: ../shared/... and
+    data/raw must still name the folders beside and inside the repository."""
+    import numpy as np
+
+    from geodesic.params import load_params
+    from stages.prepare import prepare
+    from tests.test_continual_stage import write_mnist
+    repo = tmp_path / "repo"
+    write_mnist(tmp_path / "shared" / "mnist", np.random.default_rng(0))
+    copy = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpabc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    write("params.yaml", ["data=mnist_real", "data.root=../shared/mnist"], ROOT)
+    prepare(load_params("params.yaml"))
+    summary = json.loads((copy / "data" / "prepared" / "summary.json").read_text())
+    assert (summary["in_shape"], summary["train"] + summary["val"]) == ([1, 28, 28], 200)
