@@ -148,3 +148,13 @@ def test_a_relative_data_root_is_the_repositorys_also_inside_a_temp_experiment(
     prepare(load_params("params.yaml"))
     summary = json.loads((copy / "data" / "prepared" / "summary.json").read_text())
     assert (summary["in_shape"], summary["train"] + summary["val"]) == ([1, 28, 28], 200)
+
+
+def test_the_shrunk_project_copy_composes_to_its_shrunk_params(tmp_path):
+    """Sweeps in the slow tests run `dvc exp run` on copy_project's copy: its conf/ must
+    compose to the params.yaml it shrank, or every point would run the full default."""
+    from tests.test_pipelines_flows import copy_project
+    root = copy_project(tmp_path)
+    composed = compose(root=root)
+    assert composed == yaml.safe_load((root / "params.yaml").read_text())
+    assert composed["train"]["epochs"] == 2 and composed["connect"]["max_steps"] == 12
