@@ -158,3 +158,10 @@ def test_the_shrunk_project_copy_composes_to_its_shrunk_params(tmp_path):
     composed = compose(root=root)
     assert composed == yaml.safe_load((root / "params.yaml").read_text())
     assert composed["train"]["epochs"] == 2 and composed["connect"]["max_steps"] == 12
+
+
+def test_conf_holds_every_key_so_every_key_takes_a_plain_override():
+    from geodesic.params import Params
+    from geodesic.settings import to_dict
+    assert set(flatten(compose(root=ROOT))) == set(flatten(to_dict(Params())))
+    assert compose(["continual.fisher_samples=4"], ROOT)["continual"]["fisher_samples"] == 4
