@@ -11,8 +11,8 @@ and standard deviation of the *training* split; labels are int64 class ids ``0..
 
 ``size`` N > 0 zero-pads every image, centred, to NxN before the statistics are taken (MNIST's
 28x28 digits padded to 32x32 for the VGGs). Validation is carved from the training split with
-``seed``. Subsets (validation, limits) are
-stratified: any prefix of :func:`stratified_order` holds the classes in their overall proportions.
+``seed``. Subsets (validation, limits) are stratified: any prefix of :func:`stratified_order`
+holds the classes in their overall proportions.
 Materialised datasets are written with :func:`save_dataset` (safetensors, no pickle) and read back
 with :func:`load_saved`. Continual-learning task splits live in :mod:`geodesic.tasks`.
 """
