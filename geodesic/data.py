@@ -9,8 +9,10 @@ and standard deviation of the *training* split; labels are int64 class ids ``0..
 - ``mnist`` ``(1, 28, 28)``, ``cifar10`` and ``cifar100`` ``(3, 32, 32)``: torchvision's files
   under ``root``, official train and test splits. They are downloaded only when missing.
 
-Validation is carved from the training split with ``seed``. Subsets (validation, limits) are
-stratified: any prefix of :func:`stratified_order` holds the classes in their overall proportions.
+``size`` N > 0 zero-pads every image, centred, to NxN before the statistics are taken (MNIST's
+28x28 digits padded to 32x32 for the VGGs). Validation is carved from the training split with
+``seed``. Subsets (validation, limits) are stratified: any prefix of :func:`stratified_order`
+holds the classes in their overall proportions.
 Materialised datasets are written with :func:`save_dataset` (safetensors, no pickle) and read back
 with :func:`load_saved`. Continual-learning task splits live in :mod:`geodesic.tasks`.
 """
@@ -70,14 +72,18 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def load_dataset(name: str, root: str | Path = "data/raw", val_fraction: float = 0.1,
-                 seed: int = 0, train_limit: int = 0, test_limit: int = 0) -> Dataset:
+                 seed: int = 0, train_limit: int = 0, test_limit: int = 0,
+                 size: int = 0) -> Dataset:
     """Return dataset ``name`` split into train/val/test and normalised with train statistics.
 
     ``train_limit`` (0: all) first keeps that many examples of the official training split, then
     ``val_fraction`` of what is kept becomes the validation split; both draws use ``seed``.
     ``test_limit`` (0: all) keeps that many test examples, the same ones for every seed.
+    ``size`` (0: native) pads every image with zeros, centred, to ``size`` x ``size``.
     """
     raw = DATASETS.get(name)(Path(root))
+    if size:
+        raw = Raw(pad(raw.train, size, name), pad(raw.test, size, name), raw.num_classes)
     pool = _limit(raw.train, train_limit, torch.Generator().manual_seed(seed))
     train, val = _hold_out(pool, round(val_fraction * len(pool)),
                            torch.Generator().manual_seed(seed + 1))
@@ -88,6 +94,18 @@ def load_dataset(name: str, root: str | Path = "data/raw", val_fraction: float =
     train, val, test = (Split(((s.x - mean) / std).float().contiguous(), s.y.long())
                         for s in (train, val, test))
     return Dataset(train, val, test, raw.num_classes, tuple(train.x.shape[1:]), name)
+
+
+def pad(split: Split, size: int, name: str = "dataset") -> Split:
+    """``split`` with every image zero-padded to ``size`` x ``size``, centred (an odd margin
+    puts its extra row or column after the image). Images larger than ``size`` are refused."""
+    height, width = split.x.shape[-2:]
+    if size < max(height, width):
+        raise ValueError(f"{name}: size {size} is smaller than its {height}x{width} images; "
+                         f"allowed: 0 (native) or a size >= {max(height, width)}")
+    top, left = (size - height) // 2, (size - width) // 2
+    margins = (left, size - width - left, top, size - height - top)
+    return Split(torch.nn.functional.pad(split.x, margins), split.y)
 
 
 def stratified_order(y: Tensor, generator: torch.Generator) -> Tensor:

@@ -6,7 +6,9 @@
   (3x3 convolutions with padding 1 and ReLU, 2x2 max-pools), for 32x32 inputs with any number
   of channels. After the five pools a 32x32 input is a 512x1x1 map, so the classifier is a
   single ``Linear(512, num_classes)`` (no 4096-wide ImageNet head). The ``_bn`` variants put a
-  ``BatchNorm2d`` after every convolution, before its ReLU.
+  ``BatchNorm2d`` after every convolution, before its ReLU. ``width`` multiplies every layer's
+  channels: a layer of c channels gets max(1, round(c * width)) (0.25: a quarter-width VGG
+  with about 1/16 of the parameters).
 
 Weights use PyTorch's default initialisation, so ``torch.manual_seed`` fixes them.
 """
@@ -19,7 +21,7 @@ from torch import nn
 
 from geodesic.registry import Registry
 
-Builder = Callable[[tuple[int, ...], int, tuple[int, ...]], nn.Module]
+Builder = Callable[[tuple[int, ...], int, tuple[int, ...], float], nn.Module]
 MODELS: Registry[Builder] = Registry("model")
 
 POOL = "M"
@@ -31,18 +33,25 @@ VGG_CONFIGS: dict[str, list] = {
 
 
 def build_model(name: str, in_shape: tuple[int, ...], num_classes: int,
-                widths: tuple[int, ...] = (300, 100)) -> nn.Module:
+                widths: tuple[int, ...] = (300, 100), width: float = 1.0) -> nn.Module:
     """Return a freshly initialised network ``name`` for inputs of shape ``in_shape``.
 
-    ``widths`` are the hidden widths of the mlp; the VGGs ignore them. An unknown name raises
+    ``widths`` are the hidden widths of the mlp; the VGGs ignore them. ``width`` is the VGGs'
+    channel multiplier; the mlp accepts only 1.0. An unknown name raises
     :class:`geodesic.registry.UnknownNameError` listing the known ones.
     """
-    return MODELS.get(name)(tuple(in_shape), num_classes, tuple(widths))
+    if width <= 0:
+        raise ValueError(f"width {width!r} is not allowed: a multiplier > 0")
+    return MODELS.get(name)(tuple(in_shape), num_classes, tuple(widths), width)
 
 
 @MODELS.register("mlp")
-def mlp(in_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...]) -> nn.Sequential:
+def mlp(in_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...],
+        width: float = 1.0) -> nn.Sequential:
     """Return ``Flatten, (Linear, ReLU) per width, Linear`` for inputs of shape ``in_shape``."""
+    if width != 1.0:
+        raise ValueError(f"mlp: width {width!r} is not allowed: 1.0 (its hidden widths are "
+                         "`widths`)")
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(in_shape)
     for width in widths:
@@ -56,7 +65,7 @@ class VGG(nn.Module):
     """Convolutional ``features`` from a configuration list, then a linear ``classifier``."""
 
     def __init__(self, config: list, in_shape: tuple[int, ...], num_classes: int,
-                 batch_norm: bool):
+                 batch_norm: bool, multiplier: float = 1.0):
         super().__init__()
         channels, height, width = in_shape
         pools = config.count(POOL)
@@ -68,6 +77,7 @@ class VGG(nn.Module):
             if entry == POOL:
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 continue
+            entry = max(1, round(entry * multiplier))
             layers.append(nn.Conv2d(channels, entry, kernel_size=3, padding=1))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(entry))
@@ -82,8 +92,9 @@ class VGG(nn.Module):
 
 
 def _vgg_builder(config: str, batch_norm: bool) -> Builder:
-    def build(in_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...]) -> VGG:
-        return VGG(VGG_CONFIGS[config], in_shape, num_classes, batch_norm)
+    def build(in_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...],
+              width: float = 1.0) -> VGG:
+        return VGG(VGG_CONFIGS[config], in_shape, num_classes, batch_norm, width)
 
     return build
 

@@ -19,6 +19,23 @@ DEVICES = ("auto", "cpu", "cuda")
 CG_MODES = ("trust_region", "output_basis", "rescale")
 DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
                   "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+VGG_SIZE = 32  # the VGGs' five 2x2 pools need inputs whose side is a multiple of 32
+
+
+@dataclass
+class PresetSettings:
+    """The names of the ``conf/`` presets that ``params.yaml`` was composed from (each group
+    file sets its own name). No stage reads it or lists it as a DVC parameter: the values the
+    presets set are what the stages depend on."""
+
+    data: str = setting("", "data preset (conf/data/<name>.yaml); empty: not composed")
+    model: str = setting("", "model preset (conf/model/<name>.yaml); empty: not composed")
+    scale: str = setting("", "scale preset (conf/scale/<name>.yaml); empty: not composed")
+
+    @property
+    def name(self) -> str:
+        """``<data>_<model>``: the name of the tuned group file and of the results folder."""
+        return f"{self.data or 'custom'}_{self.model or 'custom'}"
 
 
 @dataclass
@@ -30,12 +47,38 @@ class DataSettings:
     train_limit: int = setting(0, "keep at most this many training examples (0: all)", low=0)
     test_limit: int = setting(0, "keep at most this many test examples (0: all)", low=0)
     seed: int = setting(0, "seed of the train/validation split", low=0)
+    size: int = setting(0, "side N of the inputs: each image zero-padded, centred, to NxN "
+                        "before normalisation (0: the native size)", low=0)
+
+    def validate(self, prefix: str) -> None:
+        native = DATASET_SHAPES[self.name][0][-1]
+        if self.size and self.size < native:
+            raise ParamsError(f"{prefix}.size", self.size, f"0 (native {native}x{native}) or "
+                              f"a size >= {native}: {self.name} images are padded, never cut")
+
+    def shape(self) -> tuple[int, int, int]:
+        """The (channels, height, width) of the inputs the stages see."""
+        channels, height, width = DATASET_SHAPES[self.name][0]
+        return (channels, self.size, self.size) if self.size else (channels, height, width)
 
 
 @dataclass
 class ModelSettings:
     name: str = setting("mlp", "architecture", choices=MODELS)
     widths: list[int] = setting([300, 100], "hidden widths of the mlp", low=1)
+    width: float = setting(1.0, "channel multiplier of the VGGs: a layer of c channels gets "
+                           "max(1, round(c * width)); the mlp takes 1.0 (its widths are "
+                           "`widths`)", low=0.0, low_open=True)
+
+    def validate(self, prefix: str) -> None:
+        if self.name == "mlp" and self.width != 1.0:
+            raise ParamsError(f"{prefix}.width", self.width, "1.0 for the mlp (set its hidden "
+                              "widths with model.widths; width multiplies the VGGs' channels)")
+
+    def build(self, in_shape: tuple[int, ...], num_classes: int):
+        """A freshly initialised network of these settings (:func:`geodesic.models.build_model`)."""
+        from geodesic.models import build_model
+        return build_model(self.name, in_shape, num_classes, self.widths, self.width)
 
 
 @dataclass
@@ -48,6 +91,7 @@ class TrainSettings:
     epochs: int = setting(30, "training epochs", low=1)
     batch_size: int = setting(64, "minibatch size", low=1)
     device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
+    cpu_threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0)
 
     def validate(self, prefix: str) -> None:
         if len(set(self.seeds)) != len(self.seeds):
@@ -275,6 +319,7 @@ class ConnectSettings(GeodesicSettings):
                                      high=1.0, high_open=True)
     bezier_weight_decay: float = setting(0.0, "weight decay on phi(t) in the Bezier training",
                                          low=0.0)
+    cpu_threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0)
     plane_grid: int = setting(15, "lattice size of the test-accuracy landscape drawn on the "
                               "plane of (w1, w2, Bezier middle point); 0: no landscape", low=0)
 
@@ -367,28 +412,13 @@ class TrackingSettings:
             raise ParamsError(f"{prefix}.offline_store", self.offline_store, "a folder name")
 
 
-# --- preset -------------------------------------------------------------------------------
-
-
-@dataclass
-class PresetSettings:
-    """The names of the config groups (``conf/``) that composed this ``params.yaml``; no stage
-    reads them. ``geodesic tune`` writes its choices to ``conf/tuned/<data>_<model>.yaml``."""
-
-    data: str = setting("digits", "data group of conf/")
-    model: str = setting("mlp", "model group of conf/")
-    scale: str = setting("cpu", "scale group of conf/")
-
-    @property
-    def name(self) -> str:
-        return f"{self.data}_{self.model}"
-
-
 # --- all sections ---------------------------------------------------------------------------
 
 
 @dataclass
 class Params:
+    preset: PresetSettings = setting(PresetSettings(), "the conf/ presets params.yaml was "
+                                     "composed from (no DVC parameter)")
     data: DataSettings = setting(DataSettings(), "dataset and splits")
     model: ModelSettings = setting(ModelSettings(), "architecture")
     train: TrainSettings = setting(TrainSettings(), "base-network training")
@@ -400,16 +430,15 @@ class Params:
                                    "deploy); no stage reads it")
     tracking: TrackingSettings = setting(TrackingSettings(), "MLflow when the tracking server "
                                          "does not answer (no DVC parameter)")
-    preset: PresetSettings = setting(PresetSettings(), "the config groups this file was "
-                                     "composed from (no DVC parameter)")
 
     def validate(self, prefix: str) -> None:
         """Checks across sections: the model fits the data; the stages use trained seeds."""
-        shape, _ = DATASET_SHAPES[self.data.name]
-        if self.model.name.startswith("vgg") and shape[-1] % 32:
+        side = self.data.shape()[-1]
+        if self.model.name.startswith("vgg") and side % VGG_SIZE:
             raise ParamsError("model.name", self.model.name,
-                              f"an mlp for {self.data.name} ({shape[-1]}x{shape[-1]} inputs); "
-                              "the vgg models need 32x32 inputs (cifar10, cifar100)")
+                              f"an mlp for {self.data.name} at {side}x{side} inputs; the vgg "
+                              f"models need sides that are multiples of {VGG_SIZE} (set "
+                              f"data.size: {VGG_SIZE} to pad {self.data.name})")
         _, classes = DATASET_SHAPES[self.data.name]
         if self.continual.benchmark == "split" and classes % self.continual.n_tasks:
             raise ParamsError("continual.n_tasks", self.continual.n_tasks,

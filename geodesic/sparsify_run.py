@@ -35,7 +35,6 @@ from geodesic.evaluate import AccuracyCallback, has_batchnorm, score_weights
 from geodesic.io import CorruptFileError, load_tensors
 from geodesic.masks import MagnitudeProjection
 from geodesic.metric import FunctionalMetric, ParameterSpace
-from geodesic.models import build_model
 from geodesic.objectives.sparsify import Sparsify, UnmaskedScore, build_sparsify_objective
 from geodesic.objectives.task_loss import TaskLoss
 from geodesic.path import Path, StateCheckpoints, save_milestone
@@ -85,8 +84,7 @@ class SparsifyContext:
 
         def init() -> nn.Module:
             torch.manual_seed(s.seed)
-            return build_model(params.model.name, data.in_shape, data.num_classes,
-                               params.model.widths)
+            return params.model.build(data.in_shape, data.num_classes)
 
         config = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
                              t.batch_size, s.seed)

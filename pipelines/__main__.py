@@ -8,6 +8,7 @@
     geodesic sync [--to URI]                 upload the runs recorded offline to the server
     geodesic tune sparsify [--trials 20]     every method's hyperparameters on validation
     geodesic results sparsify --preset data=mnist_real   the table over 3 seeds, DVC experiments
+    geodesic compose -S data=mnist_real -S model=vgg11_bn   params.yaml from the conf/ presets
 """
 from __future__ import annotations
 
@@ -143,6 +144,18 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     results.add_argument("--preset", action="append", default=[], metavar="GROUP=NAME",
                          help="config group choice, e.g. data=mnist_real (repeatable)")
+
+    compose = sub.add_parser("compose", help="write params.yaml from the conf/ presets",
+                             description="Compose conf/config.yaml with the overrides exactly as "
+                             "`dvc exp run -S ...` does (DVC's Hydra composition), check the "
+                             "result, and write it (then `dvc repro` runs it in the workspace).",
+                             epilog="example: geodesic compose -S data=mnist_real -S "
+                             "model=vgg11_bn -S train.epochs=5")
+    compose.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                         metavar="GROUP=NAME|KEY=VALUE", help="a preset (data, model, scale) "
+                         "or a value (Hydra override syntax)")
+    compose.add_argument("-o", "--output", default="params.yaml", help="file written, relative "
+                         "to the project (default: params.yaml; '-': print it)")
     return top
 
 
@@ -207,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(doc))
         elif args.command == "sync":
             return _sync(Path(project), args.to, args.include_running)
+        elif args.command == "compose":
+            return _compose(Path(project), args.overrides, args.output)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -216,6 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandFailed, SweepFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compose(project: Path, overrides: list[str], output: str) -> int:
+    import tempfile
+
+    from pipelines.presets import write
+    if output != "-":
+        write(project / output, overrides, project)
+        print(f"wrote {project / output}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "params.yaml", overrides, project)
+        print((Path(tmp) / "params.yaml").read_text(), end="")
     return 0
 
 

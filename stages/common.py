@@ -99,9 +99,8 @@ def load_data(params: Params):
 def load_base_model(params: Params, seed: int, device="cpu"):
     """The base network trained with ``seed`` by the train stage."""
     from geodesic.io import load_tensors
-    from geodesic.models import build_model
     data = load_data(params)
-    model = build_model(params.model.name, data.in_shape, data.num_classes, params.model.widths)
+    model = params.model.build(data.in_shape, data.num_classes)
     state, _ = load_tensors(model_file(seed))
     model.load_state_dict(state)
     return model.to(device)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from geodesic import tracking
 from geodesic.baselines.curves import Plane
 from geodesic.connect_report import plot_paths, plot_plane, rows, summary, write_csv
@@ -42,6 +44,8 @@ def connect_stage(params: Params) -> None:
         if seed not in params.train.seeds:
             raise ParamsError("connect.seeds", c.seeds, f"seeds trained by the train stage "
                               f"(train.seeds = {params.train.seeds})")
+    if c.cpu_threads:
+        torch.set_num_threads(c.cpu_threads)
     device = resolve_device(c.device)
     data = load_data(params)
     ends = endpoints(load_base_model(params, c.seeds[0], device),

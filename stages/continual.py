@@ -22,7 +22,6 @@ from geodesic.continual_report import heat_maps, matrix_rows, method_entry, writ
 from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
 from geodesic.device import resolve_device
 from geodesic.io import write_json
-from geodesic.models import build_model
 from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
@@ -37,8 +36,7 @@ def run_method(params: Params, data, tasks, scenario: str, name: str, folder, de
     c = params.continual
     with tracking.method_run(f"{scenario}/{name}", {"scenario": scenario, "method": name}):
         torch.manual_seed(c.seed)
-        model = build_model(params.model.name, data.in_shape, data.num_classes,
-                            params.model.widths).to(device)
+        model = params.model.build(data.in_shape, data.num_classes).to(device)
         callbacks = [tracking.MLflowCallback(),
                      ProgressLog(f"{scenario}/{name}", c.n_tasks * c.budget)]
         result = run_sequence(METHODS.get(name)(c), model, tasks, scenario, data.num_classes,

@@ -11,7 +11,6 @@ import torch
 from geodesic import tracking
 from geodesic.device import resolve_device
 from geodesic.io import save_tensors, write_json
-from geodesic.models import build_model
 from geodesic.params import Params
 from geodesic.train import TrainConfig, train
 from stages.common import (METRICS, checkpoint_dir, load_data, main, model_file,
@@ -22,6 +21,8 @@ log = logging.getLogger("stages.train")
 
 def train_stage(params: Params) -> None:
     t = params.train
+    if t.cpu_threads:
+        torch.set_num_threads(t.cpu_threads)
     device = resolve_device(t.device)
     data = load_data(params)
     results = {}
@@ -32,8 +33,7 @@ def train_stage(params: Params) -> None:
                               t.batch_size, seed)
             with tracking.method_run(f"seed{seed}", {"seed": seed}):
                 torch.manual_seed(seed)
-                model = build_model(params.model.name, data.in_shape, data.num_classes,
-                                    params.model.widths)
+                model = params.model.build(data.in_shape, data.num_classes)
                 result = train(model, data, cfg, device=device, directory=ckpt / f"seed{seed}",
                                on_epoch=lambda r, m: tracking.log_metrics(r, step=r["epoch"]))
                 save_tensors(model_file(seed), model.state_dict())

@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 import pickle
 import struct
 from urllib.error import URLError
@@ -214,3 +215,34 @@ def test_permuted_tasks_permute_every_split_and_channel_alike():
     assert sorted(perm.tolist()) == list(range(16)) and perm.tolist() != list(range(16))
     for part in ("train", "val", "test"):
         assert torch.equal(getattr(task, part).x, permute_pixels(getattr(ds, part).x, perm))
+
+
+def test_pad_centres_every_image_and_puts_an_odd_margin_after_it():
+    from geodesic.data import pad
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4) + 1
+    padded = pad(Split(x, torch.tensor([0, 1])), 8).x
+    assert padded.shape == (2, 1, 8, 8)
+    assert torch.equal(padded[:, :, 2:5, 2:6], x)  # top (8-3)//2 = 2, left (8-4)//2 = 2
+    assert padded.sum() == x.sum() and padded[:, :, 5:, :].abs().sum() == 0
+    with pytest.raises(ValueError, match="size 2 is smaller than its 3x4 images"):
+        pad(Split(x, torch.tensor([0, 1])), 2)
+
+
+def test_size_pads_before_the_statistics(digits):
+    padded = load_dataset("digits", size=32)
+    assert padded.in_shape == (1, 32, 32) and len(padded.train) == len(digits.train)
+    assert padded.train.x.mean().abs() < 1e-5 and (padded.train.x.std() - 1).abs() < 1e-4
+    border = padded.train.x[:, :, 0, :]  # a raw zero, normalised with the padded statistics
+    assert torch.allclose(border, border.flatten()[0].expand_as(border))
+    inner = padded.test.x[:, :, 12:20, 12:20]  # the 8x8 images sit at rows/columns 12..19
+    raw_corr = torch.corrcoef(torch.stack([inner.flatten(), digits.test.x.flatten()]))[0, 1]
+    assert raw_corr > 0.9999  # the same pixels up to an affine normalisation
+
+
+def test_mnist_real_padded_to_32(tmp_path, offline):
+    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-real"
+    if not (real / "MNIST" / "raw").is_dir():
+        pytest.skip(f"no real MNIST at {real}")
+    ds = load_dataset("mnist", real, size=32)
+    assert ds.in_shape == (1, 32, 32) and (len(ds.train), len(ds.val), len(ds.test)) == (
+        5040, 560, 1400)

@@ -241,3 +241,18 @@ def test_amp_plumbing_with_cpu_bfloat16_standing_in_for_cuda(monkeypatch, fast):
     assert rel(a.z, b.z) < 5e-2
     assert rel(a.mvp(theta), b.mvp(theta)) < 1e-1
     assert a.distance_gradient().dtype == torch.float32
+
+
+def test_quarter_width_vgg11_bn_on_padded_grey_images_takes_the_fast_path(float64):
+    """The CPU preset's network (conf/scale_model/cpu_vgg11_bn.yaml) on 1x32x32 inputs."""
+    from geodesic.models import build_model
+    model = with_bn_statistics(build_model("vgg11_bn", (1, 32, 32), 10, width=0.25).double(),
+                               (16, 1, 32, 32))
+    x = torch.randn(3, 1, 32, 32)
+    fast, plain = FunctionalMetric(model, x), FunctionalMetric(model, x, fast=False)
+    assert fast.chain is not None and plain.chain is None
+    w = fast.space.get(model)
+    a, b = fast.at(w), plain.at(w)
+    theta = torch.randn_like(w)
+    assert rel(a.jvp(theta), b.jvp(theta)) < 1e-12
+    assert rel(a.mvp(theta), b.mvp(theta)) < 1e-12

@@ -61,3 +61,38 @@ def test_init_is_deterministic_given_the_seed():
     second = build_model("mlp", (1, 8, 8), 10, widths=(16,))
     for a, b in zip(first.parameters(), second.parameters()):
         assert torch.equal(a, b)
+
+
+def _vgg_parameters(channels, in_channels, classes, bn):
+    count, c_in = 0, in_channels
+    for c in channels:
+        count += 9 * c_in * c + c + (2 * c if bn else 0)
+        c_in = c
+    return count + c_in * classes + classes
+
+
+@pytest.mark.parametrize("width, channels", [
+    (1.0, [64, 128, 256, 256, 512, 512, 512, 512]),
+    (0.25, [16, 32, 64, 64, 128, 128, 128, 128]),
+    (0.001, [1] * 8),  # max(1, round(c * width))
+])
+def test_width_multiplies_the_vgg_channels(width, channels):
+    model = build_model("vgg11_bn", (1, 32, 32), 10, width=width)
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == channels
+    assert sum(p.numel() for p in model.parameters()) == _vgg_parameters(channels, 1, 10, True)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_quarter_width_vgg11_bn_on_padded_mnist_has_579498_parameters():
+    model = build_model("vgg11_bn", (1, 32, 32), 10, width=0.25)
+    assert sum(p.numel() for p in model.parameters()) == 579_498
+
+
+@pytest.mark.parametrize("width", [0.5, 0.0, -1.0])
+def test_mlp_refuses_a_width_multiplier_and_nothing_takes_a_non_positive_one(width):
+    with pytest.raises(ValueError, match=f"width {width!r} is not allowed"):
+        build_model("mlp", (1, 8, 8), 10, width=width)
+    if width <= 0:
+        with pytest.raises(ValueError, match="a multiplier > 0"):
+            build_model("vgg11", (1, 32, 32), 10, width=width)

@@ -50,7 +50,8 @@ def shrink(params: dict, tiny: dict) -> dict:
 
 def copy_project(dest: Path, tiny: dict = TINY) -> Path:
     """This project's files (tracked and new, not ignored) in a fresh git repository at
-    ``dest``, with ``params.yaml`` shrunk by ``tiny``; committed, no DVC cache."""
+    ``dest``, with ``params.yaml`` and the base values of ``conf/config.yaml`` (what every
+    ``dvc exp run`` composes it from) shrunk by ``tiny``; committed, no DVC cache."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
                              "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.split("\0")
@@ -60,6 +61,9 @@ def copy_project(dest: Path, tiny: dict = TINY) -> Path:
             shutil.copy2(ROOT / name, dest / name)
     params = shrink(yaml.safe_load((dest / "params.yaml").read_text()), tiny)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    config = dest / "conf" / "config.yaml"  # `dvc exp run` composes params.yaml from conf/
+    config.write_text(yaml.safe_dump(shrink(yaml.safe_load(config.read_text()), tiny),
+                                     sort_keys=False))
     env = dict(os.environ, **GIT_IDENTITY)
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
                 ["git", "commit", "-q", "-m", "project copy for tests"]):

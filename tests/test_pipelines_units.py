@@ -119,7 +119,8 @@ def test_comparison_table_lists_overrides_then_varying_headline_metrics():
                                                    "train.acc,error")
 
 
-@pytest.mark.parametrize("command", ["repro", "sweep", "serve", "deploy", "ui", "sync"])
+@pytest.mark.parametrize("command", ["repro", "sweep", "serve", "deploy", "ui", "sync",
+                                     "compose"])
 def test_every_subcommand_explains_itself(command):
     out = subprocess.run([sys.executable, "-m", "pipelines", command, "--help"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
