@@ -12,6 +12,10 @@ score (higher is better):
                scenarios
     connect    minimum validation accuracy along the path (BatchNorm recomputed at each point)
 
+Methods run in order and each trial starts from the values already chosen for the methods
+before it: ``geodesic_task`` searches only its task weight on top of the geodesic's step length
+and anchor; the sparsify baselines get the chosen geodesic's per-level evaluations.
+
 ``report(step, value)`` receives intermediate validation scores while a method runs, where the
 method has them (a traversal's levels, each continual task, the connect geodesic's scored
 points) and may raise to stop the trial (median pruning). The test split never enters:
@@ -65,7 +69,7 @@ _ANCHOR = LogRange("anchor", 0.1, 10.0)
 SPACES: dict[str, dict[str, list[Dimension]]] = {
     "sparsify": {
         "geodesic": [_ETA, _ANCHOR, IntRange("cg_iters", 3, 10)],
-        "geodesic_task": [_ETA, _ANCHOR, LogRange("task_beta", 0.03, 3.0)],
+        "geodesic_task": [LogRange("task_beta", 0.03, 3.0)],  # with the geodesic's values
         "magnitude": [],
         "magnitude_finetune": [LogRange("finetune_lr", 1e-3, 0.3),
                                Choice("finetune_batch", (64, 128, 256, 512))],

@@ -85,6 +85,7 @@ class Tuner:
 
         self.root, self.params, self.application = root, params, application
         self.trials, self.seed = trials, seed
+        self.chosen: dict = {}  # values of the methods tuned so far, in order
         self.base = getattr(params, application)
         if getattr(self.base, "cpu_threads", 0):
             import torch
@@ -109,8 +110,9 @@ class Tuner:
         return study
 
     def settings(self, values: dict):
-        """The application's settings with ``values``, checked as params.yaml would be."""
-        return parse_section(type(self.base), {**to_dict(self.base), **values},
+        """The application's settings with the values chosen so far and ``values``, checked
+        as params.yaml would be."""
+        return parse_section(type(self.base), {**to_dict(self.base), **self.chosen, **values},
                              self.application)
 
     def run(self, method: str) -> dict:
@@ -121,8 +123,7 @@ class Tuner:
         space = SPACES[self.application].get(leader, [])
         study = self.study(method)
         wanted = self.trials if space else 1
-        done = [t for t in study.get_trials(deepcopy=False)
-                if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+        done = _finished(study, wanted)
         t0 = time.perf_counter()
         for i in range(len(done), wanted):
             trial = study.ask()
@@ -131,17 +132,18 @@ class Tuner:
             state, score = self._trial(method, trial, values)
             study.tell(trial, score if state == TrialState.COMPLETE else None, state=state)
             rate = (time.perf_counter() - t0) / (i + 1 - len(done))
-            best = _best(study)
+            best = _best(study, wanted)
             log.info("tune %s/%s trial %d/%d: %s %.4f (best %.4f); %.0fs a trial, about "
                      "%.0fs left", self.application, method, i + 1, wanted, state.name.lower(),
                      score if score is not None else math.nan,
                      best.value if best else math.nan, rate, rate * (wanted - i - 1))
-        best = _best(study)
+        best = _best(study, wanted)
         if best is None:
             raise RuntimeError(f"tune {self.application}/{method}: every trial failed")
         if self.application == "sparsify" and method == "geodesic":
             self.inputs.budgets = best.user_attrs["budgets"]
-        return {"space": [_describe(d) for d in space], "trials": _trials(study),
+        self.chosen.update(best.user_attrs["values"])
+        return {"space": [_describe(d) for d in space], "trials": _trials(study, wanted),
                 "best": {"number": best.number, "values": best.user_attrs["values"],
                          "score": best.value, "evals": best.user_attrs.get("evals"),
                          "seconds": best.user_attrs.get("seconds")}}
@@ -166,6 +168,7 @@ class Tuner:
                 return TrialState.PRUNED, None
             except (ArithmeticError, RuntimeError) as exc:  # a diverging trial is a result
                 tracking.set_tags({"trial_state": "failed", "error": str(exc)[:500]})
+                trial.set_user_attr("error", str(exc)[:500])
                 log.warning("tune %s/%s trial %d failed: %s", self.application, method,
                             trial.number, exc)
                 return TrialState.FAIL, None
@@ -179,9 +182,19 @@ class Tuner:
         return TrialState.COMPLETE, outcome.score
 
 
-def _best(study):
+def _finished(study, count: int) -> list:
+    """The first ``count`` finished trials: a study that ran more trials than asked for
+    (an earlier, longer tuning) is judged on the same number of trials as every method. A trial
+    a killed process left running (failed on resume, no error recorded) does not count."""
     from optuna.trial import TrialState
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or
+            (t.state == TrialState.FAIL and "error" in t.user_attrs)][:count]
+
+
+def _best(study, count: int):
+    from optuna.trial import TrialState
+    complete = [t for t in _finished(study, count) if t.state == TrialState.COMPLETE]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
 
 
@@ -192,12 +205,12 @@ def _describe(dim) -> dict:
     return {"key": dim.key, kind: [dim.low, dim.high]}
 
 
-def _trials(study) -> list[dict]:
+def _trials(study, count: int) -> list[dict]:
     return [{"number": t.number, "state": t.state.name.lower(), "score": t.value,
              "values": t.user_attrs.get("values", {}), "evals": t.user_attrs.get("evals"),
              "seconds": t.user_attrs.get("seconds"), "details": t.user_attrs.get("details"),
              "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())}}
-            for t in study.get_trials(deepcopy=False)]
+            for t in _finished(study, count)]
 
 
 def write_tuned(root: Path, preset: str, application: str, chosen: dict[str, dict]) -> Path:

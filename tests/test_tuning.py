@@ -89,6 +89,8 @@ def test_equal_trials_resume_and_the_preset_file(project, tmp_path):
     for m in ("geodesic", "magnitude_finetune"):
         old, new = doc["methods"][m]["trials"], again["methods"][m]["trials"]
         assert len(new) == 3 and new[:2] == old
+    fewer = tune_application(root, "sparsify", trials=2, seed=0)  # the first two count
+    assert fewer["methods"] == doc["methods"]
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient()
