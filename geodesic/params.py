@@ -6,6 +6,7 @@ go through it, so every entry point rejects the same bad input with the same mes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from geodesic.cron import CRON_ALLOWED, cron_problem
 from geodesic.settings import (ParamsError, Point, apply, grid, load_yaml, lookup, parse_section,
@@ -24,12 +25,25 @@ DATASET_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
 @dataclass
 class DataSettings:
     name: str = setting("digits", "dataset", choices=DATASETS)
-    root: str = setting("data/raw", "folder of the torchvision files (mnist, cifar)")
+    source: str = setting("torchvision", "where the download stage takes the raw files from: "
+                          "'torchvision' (downloads them) or a folder in torchvision's layout, "
+                          "e.g. ../shared/data/mnist-real (mnist, cifar; digits needs none)")
+    root: str = setting("data/raw", "folder inside the project where the download stage puts "
+                        "the raw files (its DVC output, read by prepare)")
     val_fraction: float = setting(0.1, "fraction of the training set held out for validation",
                                   low=0.0, high=0.5, high_open=True)
     train_limit: int = setting(0, "keep at most this many training examples (0: all)", low=0)
     test_limit: int = setting(0, "keep at most this many test examples (0: all)", low=0)
     seed: int = setting(0, "seed of the train/validation split", low=0)
+
+    def validate(self, prefix: str) -> None:
+        parts = PurePosixPath(self.root).parts
+        if not parts or self.root.startswith(("/", "~")) or ".." in parts:
+            raise ParamsError(f"{prefix}.root", self.root, "a relative folder inside the project "
+                              "(the download stage's output, e.g. data/raw); name a folder "
+                              "elsewhere as data.source")
+        if not self.source.strip():
+            raise ParamsError(f"{prefix}.source", self.source, "'torchvision' or a folder")
 
 
 @dataclass

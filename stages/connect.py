@@ -5,9 +5,9 @@ Writes ``metrics/connect.json``, ``plots/connect.csv`` (accuracy along the norma
 position, every method), ``plots/connect/paths.png``, ``plots/connect/plane.png`` and
 ``paths/connect/`` (the geodesic's records, milestones and end point, the Bezier middle point).
 The geodesic and the Bezier training checkpoint under ``checkpoints/connect/<hash of the
-settings>/<hash of the two base networks>/<method>``, outside DVC's outputs: a killed stage
-resumes where it stopped. One MLflow run with a nested run per method: per-step metrics,
-checkpoints and figures.
+settings, the code, data/prepared and the two base networks>/<method>``, outside DVC's outputs:
+a killed stage resumes where it stopped. One MLflow run with a nested run per method:
+per-step metrics, checkpoints and figures.
 
     python -m stages.connect
 """
@@ -24,8 +24,8 @@ from geodesic.device import resolve_device
 from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
-from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
-                           main, networks_hash, params_dict, publish)
+from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
+                           load_data, main, model_file, params_dict, publish)
 
 log = logging.getLogger("stages.connect")
 OUT = PATHS / "connect"
@@ -44,7 +44,8 @@ def connect_stage(params: Params) -> None:
     ends = endpoints(load_base_model(params, c.seeds[0], device),
                      load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
                      c.metric_batch)
-    resume = checkpoint_dir("connect", params, *SECTIONS) / networks_hash(*c.seeds)
+    resume = checkpoint_dir("connect", params, SECTIONS,
+                            (DATASET.parent, *(model_file(seed) for seed in c.seeds)))
     with tracking.stage_run("connect", params_dict(params, *SECTIONS)):
         first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
         ends_scores = {"w1_test_acc": first["test_acc"], "w2_test_acc": second["test_acc"],
