@@ -27,7 +27,8 @@ class DataSettings:
     name: str = setting("digits", "dataset", choices=DATASETS)
     source: str = setting("torchvision", "where the download stage takes the raw files from: "
                           "'torchvision' (downloads them) or a folder in torchvision's layout, "
-                          "e.g. ../shared/data/mnist-real (mnist, cifar; digits needs none)")
+                          "e.g. ../shared/data/mnist-real (relative to the project root; mnist, "
+                          "cifar; digits needs none)")
     root: str = setting("data/raw", "folder inside the project where the download stage puts "
                         "the raw files (its DVC output, read by prepare)")
     val_fraction: float = setting(0.1, "fraction of the training set held out for validation",

@@ -6,11 +6,13 @@ layout: downloaded through torchvision when ``source`` is ``torchvision``, copie
 (:data:`geodesic.data.DATASETS`: the format), checks the counts (as many labels as images, every
 label a class id, every class present in the training split) and writes ``root/manifest.json``:
 
-    {"name", "source", "num_classes", "train", "test", "train_classes", "test_classes",
+    {"name", "num_classes", "train", "test", "train_classes", "test_classes",
      "files": {path: {"size", "sha256"}}, "sha256"}
 
 ``sha256`` is the digest of the files' digests (of the images and labels for ``digits``, which
-scikit-learn bundles: no file is fetched and the manifest alone describes the data).
+scikit-learn bundles: no file is fetched and the manifest alone describes the data). The
+manifest holds the content alone, not where it came from: the same files from another source
+give the same output.
 """
 from __future__ import annotations
 
@@ -60,8 +62,7 @@ def fetch(name: str, source: str, root: str | Path) -> dict:
         for split in (raw.train, raw.test):
             digest.update(split.x.contiguous().numpy().tobytes())
             digest.update(split.y.contiguous().numpy().tobytes())
-    manifest = {"name": name, "source": source if files else "scikit-learn", **counts,
-                "files": files, "sha256": digest.hexdigest()}
+    manifest = {"name": name, **counts, "files": files, "sha256": digest.hexdigest()}
     write_json(root / MANIFEST, manifest)
     return manifest
 

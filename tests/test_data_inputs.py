@@ -22,21 +22,27 @@ def test_a_folder_source_is_copied_checked_and_hashed(tmp_path):
     manifest = fetch("mnist", str(tmp_path / "source"), tmp_path / "raw")
     assert (manifest["name"], manifest["train"], manifest["test"]) == ("mnist", 30, 20)
     assert manifest["train_classes"] == [3] * 10 and manifest["test_classes"] == [2] * 10
-    assert sorted(manifest["files"]) == sorted(f"MNIST/raw/{p}-{k}-ubyte" for p in ("train", "t10k")
+    assert sorted(manifest["files"]) == sorted(f"MNIST/raw/{p}-{k}-ubyte"
+                                               for p in ("train", "t10k")
                                                for k in ("images-idx3", "labels-idx1"))
     assert json.loads((tmp_path / "raw" / "manifest.json").read_text()) == manifest
     for path, entry in manifest["files"].items():
         assert (tmp_path / "raw" / path).read_bytes() == (tmp_path / "source" / path).read_bytes()
         assert entry["size"] == (tmp_path / "source" / path).stat().st_size
-    again = fetch("mnist", str(tmp_path / "source"), tmp_path / "again")
-    assert again["sha256"] == manifest["sha256"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "source" / "MNIST").rename(tmp_path / "elsewhere" / "MNIST")
+    again = fetch("mnist", str(tmp_path / "elsewhere"), tmp_path / "again")
+    assert again == manifest  # the same files from another folder: the same manifest
+    assert (tmp_path / "again/manifest.json").read_bytes() == (
+        tmp_path / "raw/manifest.json").read_bytes()
     write_mnist(tmp_path / "source", (("train", 30), ("t10k", 20)), seed=1)
-    assert fetch("mnist", str(tmp_path / "source"), tmp_path / "raw")["sha256"] != manifest["sha256"]
+    changed = fetch("mnist", str(tmp_path / "source"), tmp_path / "raw")
+    assert changed["sha256"] != manifest["sha256"]
 
 
 def test_digits_needs_no_file_and_is_described_by_its_manifest(tmp_path):
     manifest = fetch("digits", DOWNLOAD, tmp_path)
-    assert (manifest["source"], manifest["train"] + manifest["test"]) == ("scikit-learn", 1797)
+    assert (manifest["name"], manifest["train"] + manifest["test"]) == ("digits", 1797)
     assert manifest["files"] == {} and len(manifest["sha256"]) == 64
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
     assert fetch("digits", DOWNLOAD, tmp_path / "b")["sha256"] == manifest["sha256"]
