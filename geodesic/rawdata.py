@@ -1,8 +1,9 @@
 """A data set's raw files, fetched into one folder, checked and described by a manifest.
 
-``fetch(name, source, root)`` puts data set ``name``'s files under ``root`` in torchvision's
-layout: downloaded through torchvision when ``source`` is ``torchvision``, copied from the folder
-``source`` (the same layout) otherwise. It then reads them back through the data set's loader
+``fetch(name, source, root, downloads)`` puts data set ``name``'s files under ``root`` in
+torchvision's layout, copied from the folder ``source`` (the same layout), or, when ``source`` is
+``torchvision``, from the folder ``downloads`` into which torchvision downloads them once (kept
+between runs, so a rerun re-checks the files without downloading them again). It then reads them back through the data set's loader
 (:data:`geodesic.data.DATASETS`: the format), checks the counts (as many labels as images, every
 label a class id, every class present in the training split) and writes ``root/manifest.json``:
 
@@ -33,7 +34,7 @@ class RawDataError(ValueError):
     """The raw files are missing, unreadable, or their counts do not add up."""
 
 
-def fetch(name: str, source: str, root: str | Path) -> dict:
+def fetch(name: str, source: str, root: str | Path, downloads: str | Path) -> dict:
     """Fetch, check and describe data set ``name``'s raw files under ``root``; returns the
     manifest it writes to ``root/manifest.json``."""
     root = Path(root)
@@ -42,12 +43,12 @@ def fetch(name: str, source: str, root: str | Path) -> dict:
     if name in TORCHVISION:
         spec = TORCHVISION[name]
         if source == DOWNLOAD:
+            source = str(downloads)
             try:
-                download(name, root)
+                download(name, Path(downloads))
             except FileNotFoundError as err:
                 raise RawDataError(str(err)) from err
-        else:
-            _copy(Path(source), root, [f"{spec.folder}/{f}" for f in spec.files])
+        _copy(Path(source), root, [f"{spec.folder}/{f}" for f in spec.files])
         files = {f"{spec.folder}/{f}": file_digest(root / spec.folder / f) for f in spec.files}
     try:
         raw = DATASETS.get(name)(root)

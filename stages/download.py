@@ -6,6 +6,10 @@ come from: ``torchvision`` downloads them; a folder in torchvision's layout (e.g
 (:mod:`geodesic.rawdata`); for ``digits``, bundled with scikit-learn, the manifest alone.
 ``prepare`` depends on this output, so changed raw files rerun everything downstream.
 
+DVC cannot see a folder outside the project change, so the stage is ``always_changed``: every
+``dvc repro`` copies and checks the files again (seconds; downloads are kept in
+``data/torchvision`` and not repeated), and the stages after it rerun only when the files differ.
+
     python -m stages.download
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ from geodesic.settings import ParamsError
 from stages.common import main
 
 log = logging.getLogger("stages.download")
+DOWNLOADS = Path("data/torchvision")  # torchvision's downloads, kept between runs
 
 
 def download_stage(params: Params) -> None:
@@ -32,7 +37,7 @@ def download_stage(params: Params) -> None:
         if source != DOWNLOAD and not Path(source).is_absolute():
             source = str(tracking.project_root() / source)
         try:
-            manifest = fetch(d.name, source, d.root)
+            manifest = fetch(d.name, source, d.root, DOWNLOADS)
         except RawDataError as exc:
             raise ParamsError("data.source", d.source, str(exc)) from exc
         tracking.log_metrics({"train": manifest["train"], "test": manifest["test"]})

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_a_folder_source_is_copied_checked_and_hashed(tmp_path):
     write_mnist(tmp_path / "source", (("train", 30), ("t10k", 20)))
-    manifest = fetch("mnist", str(tmp_path / "source"), tmp_path / "raw")
+    manifest = fetch("mnist", str(tmp_path / "source"), tmp_path / "raw", tmp_path / "dl")
     assert (manifest["name"], manifest["train"], manifest["test"]) == ("mnist", 30, 20)
     assert manifest["train_classes"] == [3] * 10 and manifest["test_classes"] == [2] * 10
     assert sorted(manifest["files"]) == sorted(f"MNIST/raw/{p}-{k}-ubyte"
@@ -31,37 +31,53 @@ def test_a_folder_source_is_copied_checked_and_hashed(tmp_path):
         assert entry["size"] == (tmp_path / "source" / path).stat().st_size
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "source" / "MNIST").rename(tmp_path / "elsewhere" / "MNIST")
-    again = fetch("mnist", str(tmp_path / "elsewhere"), tmp_path / "again")
+    again = fetch("mnist", str(tmp_path / "elsewhere"), tmp_path / "again", tmp_path / "dl")
     assert again == manifest  # the same files from another folder: the same manifest
     assert (tmp_path / "again/manifest.json").read_bytes() == (
         tmp_path / "raw/manifest.json").read_bytes()
     write_mnist(tmp_path / "source", (("train", 30), ("t10k", 20)), seed=1)
-    changed = fetch("mnist", str(tmp_path / "source"), tmp_path / "raw")
+    changed = fetch("mnist", str(tmp_path / "source"), tmp_path / "raw", tmp_path / "dl")
     assert changed["sha256"] != manifest["sha256"]
 
 
 def test_digits_needs_no_file_and_is_described_by_its_manifest(tmp_path):
-    manifest = fetch("digits", DOWNLOAD, tmp_path)
+    manifest = fetch("digits", DOWNLOAD, tmp_path, tmp_path / "dl")
     assert (manifest["name"], manifest["train"] + manifest["test"]) == ("digits", 1797)
     assert manifest["files"] == {} and len(manifest["sha256"]) == 64
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
-    assert fetch("digits", DOWNLOAD, tmp_path / "b")["sha256"] == manifest["sha256"]
+    again = fetch("digits", DOWNLOAD, tmp_path / "b", tmp_path / "dl")
+    assert again["sha256"] == manifest["sha256"]
+
+
+def test_torchvision_downloads_into_its_folder_and_the_files_are_copied(tmp_path, monkeypatch):
+    import torchvision.datasets
+    calls = []
+
+    def download(self):
+        calls.append(self.root)
+        write_mnist(Path(self.root), (("train", 30), ("t10k", 20)))
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", download)
+    manifest = fetch("mnist", DOWNLOAD, tmp_path / "raw", tmp_path / "dl")
+    assert calls == [str(tmp_path / "dl")] and manifest["train"] == 30
+    for path in manifest["files"]:
+        assert (tmp_path / "raw" / path).read_bytes() == (tmp_path / "dl" / path).read_bytes()
 
 
 def test_missing_unreadable_or_miscounted_files_are_refused(tmp_path, offline):
     with pytest.raises(RawDataError, match=r"data.source = '.*empty' lacks MNIST/raw/train-images"
                                            r"-idx3-ubyte.*allowed: 'torchvision', or a folder"):
-        fetch("mnist", str(tmp_path / "empty"), tmp_path / "raw")
+        fetch("mnist", str(tmp_path / "empty"), tmp_path / "raw", tmp_path / "dl")
     with pytest.raises(RawDataError, match="downloading them failed.*no network in tests"):
-        fetch("mnist", DOWNLOAD, tmp_path / "online")
+        fetch("mnist", DOWNLOAD, tmp_path / "online", tmp_path / "dl")
     write_mnist(tmp_path / "short", (("train", 30), ("t10k", 20)))
     labels = tmp_path / "short/MNIST/raw/train-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:-1] + bytes([12]))  # the last label: 12
     with pytest.raises(RawDataError, match=r"train label 12 is not a class id \(allowed: 0..9\)"):
-        fetch("mnist", str(tmp_path / "short"), tmp_path / "raw")
+        fetch("mnist", str(tmp_path / "short"), tmp_path / "raw", tmp_path / "dl")
     labels.write_bytes(b"not an idx file")
     with pytest.raises(RawDataError, match="not readable"):
-        fetch("mnist", str(tmp_path / "short"), tmp_path / "raw")
+        fetch("mnist", str(tmp_path / "short"), tmp_path / "raw", tmp_path / "dl")
 
 
 STAGES = {"download": "stages.download:download_stage", "prepare": "stages.prepare:prepare",
@@ -152,6 +168,7 @@ def test_prepare_depends_on_the_raw_files_not_on_where_they_came_from():
     nothing downstream."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert next(iter(stages)) == "download"
+    assert stages["download"]["always_changed"] is True  # a folder outside: DVC cannot watch it
     assert stages["download"]["outs"] == ["${data.root}"]
     assert stages["prepare"]["deps"][0] == "${data.root}"
     assert {"data.source", "data.root"} <= set(stages["download"]["params"])
