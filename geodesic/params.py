@@ -6,7 +6,6 @@ go through it, so every entry point rejects the same bad input with the same mes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from geodesic.cron import CRON_ALLOWED, cron_problem
 from geodesic.settings import (ParamsError, Point, apply, grid, load_yaml, lookup, parse_section,
@@ -38,11 +37,8 @@ class DataSettings:
     seed: int = setting(0, "seed of the train/validation split", low=0)
 
     def validate(self, prefix: str) -> None:
-        parts = PurePosixPath(self.root).parts
-        if not parts or self.root.startswith(("/", "~")) or ".." in parts:
-            raise ParamsError(f"{prefix}.root", self.root, "a relative folder inside the project "
-                              "(the download stage's output, e.g. data/raw); name a folder "
-                              "elsewhere as data.source")
+        if not self.root.strip():
+            raise ParamsError(f"{prefix}.root", self.root, "a folder")
         if not self.source.strip():
             raise ParamsError(f"{prefix}.source", self.source, "'torchvision' or a folder")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from geodesic import tracking
 from geodesic.params import Params
@@ -30,6 +30,11 @@ DOWNLOADS = Path("data/torchvision")  # torchvision's downloads, kept between ru
 
 def download_stage(params: Params) -> None:
     d = params.data
+    parts = PurePosixPath(d.root).parts
+    if not parts or d.root.startswith(("/", "~")) or ".." in parts:
+        raise ParamsError("data.root", d.root, "a relative folder inside the project (the "
+                          "download stage's DVC output, e.g. data/raw); name a folder elsewhere "
+                          "as data.source")
     with tracking.stage_run("download", {"data": {"name": d.name, "source": d.source,
                                                   "root": d.root}}):
         shutil.rmtree(d.root, ignore_errors=True)

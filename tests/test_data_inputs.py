@@ -151,15 +151,24 @@ def test_a_rerun_resumes_on_the_same_data_and_starts_afresh_on_changed_data(mnis
     assert len(list((project / "checkpoints/train").iterdir())) == 2  # one per data content
 
 
-def test_the_download_stage_refuses_a_bad_source_before_compute(mnist_project, caplog, capsys):
+@pytest.mark.parametrize("key, value, message", [
+    ("source", "nowhere", "data.source = 'nowhere' is not allowed: data.source = '"),
+    ("root", "../shared/data/mnist-real", "data.root = '../shared/data/mnist-real' is not "
+     "allowed: a relative folder inside the project"),
+    ("root", "/data/raw", "name a folder elsewhere as data.source"),
+])
+def test_the_download_stage_refuses_a_bad_source_or_root_before_compute(
+        mnist_project, caplog, capsys, key, value, message):
     params = yaml.safe_load((mnist_project / "params.yaml").read_text())
-    params["data"]["source"] = str(mnist_project / "nowhere")
+    params["data"][key] = value
     (mnist_project / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(SystemExit) as exit_info:
         run(caplog, "download")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "data.source = " in err and "lacks MNIST/raw/train-images-idx3-ubyte" in err
+    assert message in err
+    if key == "source":
+        assert "lacks MNIST/raw/train-images-idx3-ubyte" in err
 
 
 def test_prepare_depends_on_the_raw_files_not_on_where_they_came_from():
