@@ -27,11 +27,15 @@ $(STAMP): pyproject.toml constraints.txt
 repro: $(STAMP)
 	dvc repro
 
+# pytest's exit code 5 (no test collected) fails the target with its own message: a test set
+# that runs nothing is a broken selection, never a pass.
+NO_TESTS = { s=$$?; [ $$s -ne 5 ] || echo "$@: pytest collected no test (exit code 5)" >&2; exit $$s; }
+
 test: $(STAMP)
-	python -m pytest
+	python -m pytest || $(NO_TESTS)
 
 test-slow: $(STAMP)
-	python -m pytest -m slow
+	python -m pytest -m slow || $(NO_TESTS)
 
 bench: $(STAMP)
 	python bench/metric.py

@@ -149,8 +149,10 @@ def save_dataset(ds: Dataset, path: str | Path) -> None:
     """Write ``ds`` to one safetensors file at ``path`` (tensors plus string metadata)."""
     tensors = {f"{part}.{field}": getattr(getattr(ds, part), field).contiguous()
                for part in ("train", "val", "test") for field in ("x", "y")}
-    metadata = {"num_classes": str(ds.num_classes), "in_shape": json.dumps(list(ds.in_shape)),
-                "name": ds.name}
+    # one metadata entry: safetensors writes several in a random order, and the file's bytes
+    # must follow its content alone (DVC and the checkpoint keys hash them)
+    metadata = {"dataset": json.dumps({"name": ds.name, "num_classes": ds.num_classes,
+                                       "in_shape": list(ds.in_shape)}, sort_keys=True)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
 
@@ -158,12 +160,12 @@ def save_dataset(ds: Dataset, path: str | Path) -> None:
 def load_saved(path: str | Path) -> Dataset:
     """Return the :class:`Dataset` that :func:`save_dataset` wrote to ``path``."""
     with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
+        metadata = json.loads(f.metadata()["dataset"])
     tensors = load_file(str(path))
     train, val, test = (Split(tensors[f"{part}.x"], tensors[f"{part}.y"])
                         for part in ("train", "val", "test"))
-    return Dataset(train, val, test, int(metadata["num_classes"]),
-                   tuple(json.loads(metadata["in_shape"])), metadata["name"])
+    return Dataset(train, val, test, metadata["num_classes"], tuple(metadata["in_shape"]),
+                   metadata["name"])
 
 
 @DATASETS.register("digits")
@@ -179,28 +181,51 @@ def digits(root: Path) -> Raw:
     return Raw(train, test, 10)
 
 
-def _torchvision(name: str, cls_name: str, folder: str, files: list[str],
-                 num_classes: int) -> None:
-    """Register loader ``name`` for ``torchvision.datasets.<cls_name>`` files ``root/folder``."""
+@dataclass(frozen=True)
+class RawFiles:
+    """Where torchvision keeps a data set: ``torchvision.datasets.<cls_name>`` reads ``files``
+    under ``root/folder``."""
+
+    cls_name: str
+    folder: str
+    files: tuple[str, ...]
+
+
+TORCHVISION: dict[str, RawFiles] = {}
+
+
+def download(name: str, root: Path) -> None:
+    """Download data set ``name``'s files into ``root`` through torchvision."""
+    import torchvision.datasets
+
+    spec = TORCHVISION[name]
+    cls = getattr(torchvision.datasets, spec.cls_name)
+    try:
+        cls(str(root), train=True, download=True)
+    except Exception as err:
+        raise _missing(name, root / spec.folder, spec.files, "downloading them failed",
+                       err) from err
+
+
+def _torchvision(name: str, spec: RawFiles, num_classes: int) -> None:
+    """Register loader ``name`` for the torchvision files of ``spec`` under ``root``."""
+    TORCHVISION[name] = spec
 
     @DATASETS.register(name)
     def load(root: Path) -> Raw:
         import torchvision.datasets
 
-        cls = getattr(torchvision.datasets, cls_name)
-        where = root / folder
-        if not all((where / f).is_file() for f in files):
-            try:
-                cls(str(root), train=True, download=True)
-            except Exception as err:
-                raise _missing(name, where, files, "downloading them failed", err) from err
+        cls = getattr(torchvision.datasets, spec.cls_name)
+        where = root / spec.folder
+        if not all((where / f).is_file() for f in spec.files):
+            download(name, root)
         try:
             train, test = cls(str(root), train=True), cls(str(root), train=False)
-        except RuntimeError as err:
-            raise _missing(name, where, files, "torchvision rejected them", err) from err
+        except (RuntimeError, AssertionError, ValueError) as err:  # torchvision's format checks
+            raise _missing(name, where, spec.files, "torchvision rejected them", err) from err
         return Raw(_to_split(train), _to_split(test), num_classes)
 
-    load.__doc__ = f"Return torchvision's {cls_name} from ``root/{folder}``."
+    load.__doc__ = f"Return torchvision's {spec.cls_name} from ``root/{spec.folder}``."
 
 
 def _to_split(tv_dataset) -> Split:
@@ -209,17 +234,16 @@ def _to_split(tv_dataset) -> Split:
     return Split(x.float(), torch.as_tensor(tv_dataset.targets, dtype=torch.int64))
 
 
-def _missing(name: str, where: Path, files: list[str], reason: str,
-             err: Exception) -> FileNotFoundError:
+def _missing(name: str, where: Path, files, reason: str, err: Exception) -> FileNotFoundError:
     detail = (str(err).strip().splitlines() or [""])[0]
     return FileNotFoundError(
         f"{name}: no usable files under {where} ({reason}: {type(err).__name__}: {detail}). "
         f"Put torchvision's files there: {', '.join(str(where / f) for f in files)}")
 
 
-_torchvision("mnist", "MNIST", "MNIST/raw", [
+_torchvision("mnist", RawFiles("MNIST", "MNIST/raw", (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"], 10)
-_torchvision("cifar10", "CIFAR10", "cifar-10-batches-py", [
-    *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"], 10)
-_torchvision("cifar100", "CIFAR100", "cifar-100-python", ["train", "test", "meta"], 100)
+    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")), 10)
+_torchvision("cifar10", RawFiles("CIFAR10", "cifar-10-batches-py", (
+    *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")), 10)
+_torchvision("cifar100", RawFiles("CIFAR100", "cifar-100-python", ("train", "test", "meta")), 100)

@@ -41,7 +41,12 @@ class PresetSettings:
 @dataclass
 class DataSettings:
     name: str = setting("digits", "dataset", choices=DATASETS)
-    root: str = setting("data/raw", "folder of the torchvision files (mnist, cifar)")
+    source: str = setting("torchvision", "where the download stage takes the raw files from: "
+                          "'torchvision' (downloads them) or a folder in torchvision's layout, "
+                          "e.g. ../shared/data/mnist-real (relative to the project root; mnist, "
+                          "cifar; digits needs none)")
+    root: str = setting("data/raw", "folder inside the project where the download stage puts "
+                        "the raw files (its DVC output, read by prepare)")
     val_fraction: float = setting(0.1, "fraction of the training set held out for validation",
                                   low=0.0, high=0.5, high_open=True)
     train_limit: int = setting(0, "keep at most this many training examples (0: all)", low=0)
@@ -60,6 +65,12 @@ class DataSettings:
         """The (channels, height, width) of the inputs the stages see."""
         channels, height, width = DATASET_SHAPES[self.name][0]
         return (channels, self.size, self.size) if self.size else (channels, height, width)
+
+    def validate(self, prefix: str) -> None:
+        if not self.root.strip():
+            raise ParamsError(f"{prefix}.root", self.root, "a folder")
+        if not self.source.strip():
+            raise ParamsError(f"{prefix}.source", self.source, "'torchvision' or a folder")
 
 
 @dataclass

@@ -3,14 +3,17 @@
 Each section of ``params.yaml`` is a dataclass whose fields carry a default, a help string and
 the allowed values (``choices``, ``low``/``high`` bounds). :func:`parse` turns a plain mapping
 into those dataclasses and fails on the first unknown key, wrong type or out-of-range value with
-a :class:`ParamsError` naming the key, the value and what is allowed. It needs no torch, so bad
-input is rejected before anything heavy is imported.
+a :class:`ParamsError` naming the key, the value and what is allowed. A number is a finite value
+of its declared type: NaN, +-inf, booleans, strings, nulls and lists where an ``int`` or a
+``float`` is declared are refused by the same rule for every key. It needs no torch, so bad input
+is rejected before anything heavy is imported.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import itertools
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,16 +60,27 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _bounds(meta: dict) -> str:
+    """The bounds of ``meta`` as text, e.g. ``> 0.0 and < 1.0`` (empty when unbounded)."""
+    parts = []
+    if meta.get("low") is not None:
+        parts.append(f"{'>' if meta['low_open'] else '>='} {meta['low']}")
+    if meta.get("high") is not None:
+        parts.append(f"{'<' if meta['high_open'] else '<='} {meta['high']}")
+    return " and ".join(parts)
+
+
 def _check_range(key: str, value: Any, meta: dict) -> None:
     values = value if isinstance(value, list) else [value]
     for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ParamsError(key, v, f"a finite number {_bounds(meta)}".rstrip())
         if meta.get("choices") is not None and v not in meta["choices"]:
             raise ParamsError(key, v, f"one of {', '.join(map(str, meta['choices']))}")
         low, high = meta.get("low"), meta.get("high")
-        if low is not None and (v < low or (meta["low_open"] and v == low)):
-            raise ParamsError(key, v, f"{'>' if meta['low_open'] else '>='} {low}")
-        if high is not None and (v > high or (meta["high_open"] and v == high)):
-            raise ParamsError(key, v, f"{'<' if meta['high_open'] else '<='} {high}")
+        if (low is not None and (v < low or (meta["low_open"] and v == low))) or (
+                high is not None and (v > high or (meta["high_open"] and v == high))):
+            raise ParamsError(key, v, _bounds(meta))
 
 
 def _names(cls) -> list[str]:

@@ -3,7 +3,11 @@
     theta* = argmin_theta  theta^T g theta - beta <theta, v>   subject to  ||theta||_2 <= eta
 
 given a :class:`~geodesic.metric.LocalMetric` (products with g at the current point) and the
-objective's direction v. Every solver returns a :class:`Step` with ||theta|| <= eta.
+objective's direction v. Every solver returns a :class:`Step` with ||theta|| <= eta; ``qp`` and
+``cg`` return a step no worse than not moving, q(theta) = theta^T g theta - beta <theta, v> <= 0:
+``qp`` keeps its best iterate, starting from the Cauchy point theta = t v, t = min(eta / ||v||,
+beta ||v||^2 / (2 v^T g v)), whose q = t^2 v^T g v - beta t ||v||^2 is <= 0; ``cg`` falls back
+to that point should rounding leave its Krylov step with q > 0.
 
     qp       projected accelerated gradient on the quadratic (the paper's formulation), run
              in output space
@@ -33,6 +37,22 @@ class Step:
     theta: Tensor
     quad: Tensor | None = None  # theta^T g theta when the solver has it for free
     residual: float | None = None  # relative residual of the linear solve (cg)
+
+
+def cauchy_length(v_norm: float, vgv: float, eta: float, beta: float) -> float:
+    """t of the Cauchy point theta = t v: argmin over 0 <= t <= eta / ||v|| of
+    t^2 v^T g v - beta t ||v||^2 (its value is <= 0)."""
+    t = eta / v_norm
+    return min(t, beta * v_norm**2 / (2.0 * vgv)) if vgv > 0 else t
+
+
+def no_worse_than_standing(step: Step, v: Tensor, vgv: float, eta: float, beta: float) -> Step:
+    """``step`` when q(theta) = theta^T g theta - beta <theta, v> <= 0 (no worse than theta = 0),
+    else the Cauchy point along v; ``vgv`` = v^T g v."""
+    if float(step.quad) - beta * float(step.theta.dot(v)) <= 0.0:
+        return step
+    t = cauchy_length(float(v.norm()), vgv, eta, beta)
+    return Step(v * t, torch.as_tensor(t * t * vgv, dtype=v.dtype), step.residual)
 
 
 @SOLVERS.register("cg")
@@ -79,11 +99,15 @@ class ConjugateGradient:
         r, p = b.clone(), b.clone()
         rr = r.dot(r)
         b_norm = rr.sqrt()
-        for _ in range(self.iters):
+        bgb = 0.0  # b^T g b from the first product
+        for i in range(self.iters):
             if rr.sqrt() <= 1e-12 * b_norm:
                 break
             ap = local.mvp(p) + self.damping * p
-            alpha = rr / p.dot(ap)
+            pap = p.dot(ap)
+            if i == 0:
+                bgb = float(pap) - self.damping * float(rr)
+            alpha = rr / pap
             x.add_(alpha * p)
             r.sub_(alpha * ap)
             rr_new = r.dot(r)
@@ -91,7 +115,8 @@ class ConjugateGradient:
             rr = rr_new
         quad = x.dot(b - r) - self.damping * x.dot(x)
         scale = min(1.0, eta / float(x.norm().clamp_min(1e-30)))
-        return Step(x * scale, quad * scale**2, float(rr.sqrt() / b_norm.clamp_min(1e-30)))
+        step = Step(x * scale, quad * scale**2, float(rr.sqrt() / b_norm.clamp_min(1e-30)))
+        return no_worse_than_standing(step, c, bgb * 4.0, eta, 1.0)
 
     def _lanczos(self, local: LocalMetric, v: Tensor, beta: float, eta: float) -> Step:
         """k Lanczos steps on g from c with the basis Q held as k n-vectors: g ~ Q T Q^T, then
@@ -122,7 +147,8 @@ class ConjugateGradient:
         e1[0] = beta * float(v_norm)
         y = self._basis_trust_region(t, torch.eye(k, dtype=torch.float64), e1, eta)
         theta = basis[:k].T @ y.to(v.dtype)
-        return Step(theta, torch.as_tensor(float(y @ t @ y), dtype=v.dtype), None)
+        step = Step(theta, torch.as_tensor(float(y @ t @ y), dtype=v.dtype), None)
+        return no_worse_than_standing(step, v, float(alphas[0]) * float(v_norm) ** 2, eta, beta)
 
     def _output_lanczos(self, local: LocalMetric, v: Tensor, beta: float, eta: float) -> Step:
         """The exact trust-region step in the Krylov space K_k(g, c) from k products, with the
@@ -175,7 +201,8 @@ class ConjugateGradient:
             if rho else torch.zeros_like(v)
         theta.add_(v, alpha=beta * float(y[0]))
         local.metric.evals += 1  # J c and this pullback: one product's worth
-        return Step(theta, torch.as_tensor(float(y @ m @ y), dtype=v.dtype), None)
+        step = Step(theta, torch.as_tensor(float(y @ m @ y), dtype=v.dtype), None)
+        return no_worse_than_standing(step, v, float(m[0, 0]) / beta**2, eta, beta)
 
     def _basis_trust_region(self, m: Tensor, gram: Tensor, linear: Tensor, eta: float) -> Tensor:
         """y = argmin y^T (M + lambda G) y - linear . y  s.t.  y^T G y <= eta^2.
@@ -224,7 +251,10 @@ class ProjectedGradient:
     and the power iteration u <- g u / ||g u|| from u = v / ||v|| as g u = J^T r / |B| with
     r <- H s / ||g u||, ||g u||^2 = <r, s>. The iterates are those of weight-space FISTA; no
     n-vector is held (a step's memory is that of one product) until theta is formed at the
-    end, and theta^T g theta = <J theta, H J theta> comes free.
+    end, and theta^T g theta = <J theta, H J theta> comes free. The step is the iterate of
+    least q(theta) = <J theta, H J theta> - beta (a ||v||^2 + <J v, rho>) among the Cauchy
+    point, the start and the iterates (FISTA is not monotone; far from convergence, when g is
+    ill-conditioned, its last iterate can be worse than not moving).
     """
 
     iters: int = GeodesicSettings.qp_iters
@@ -250,8 +280,17 @@ class ProjectedGradient:
             lam = float(inner(r, s)) ** 0.5
             r = apply_h(s) / max(lam, 1e-30)
         step = 1.0 / (4.0 * max(lam, 1e-12))
+
+        def value(point) -> float:  # q(theta) = theta^T g theta - beta <theta, v>
+            image = point[0] * jv + point[2]
+            return float(inner(image, apply_h(image))) - beta * (
+                point[0] * v_norm**2 + float(inner(jv, point[1])))
+
+        zero = torch.zeros_like(jv)
+        cauchy = (cauchy_length(v_norm, float(inner(jv, apply_h(jv))), eta, beta), zero, zero)
         # (a, rho, s): theta; y the extrapolated point; both start at eta v / ||v||
-        theta = (eta / v_norm, torch.zeros_like(jv), torch.zeros_like(jv))
+        theta = (eta / v_norm, zero, zero)
+        best = min((cauchy, theta), key=value)
         y, t = theta, 1.0
         for _ in range(self.iters):
             a = y[0] + step * beta
@@ -264,7 +303,8 @@ class ProjectedGradient:
             c = (t - 1.0) / t_new
             y = tuple(n + c * (n - o) for n, o in zip(new, theta))
             theta, t = new, t_new
-        a, rho, s = theta
+            best = min((best, theta), key=value)
+        a, rho, s = best
         image = a * jv + s
         local.metric.evals += 1  # J v and the pullback forming theta: one product's worth
         theta_w = local.pullback(rho.to(v.dtype)).add_(v, alpha=a)

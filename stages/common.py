@@ -20,15 +20,23 @@ PATHS = Path("paths")
 CHECKPOINTS = Path("checkpoints")
 
 
-def checkpoint_dir(stage: str, params: Params, *sections: str) -> Path:
+def checkpoint_dir(stage: str, params: Params, sections: tuple[str, ...],
+                   inputs: tuple[Path, ...]) -> Path:
     """Where a stage keeps its resumable checkpoints: ``checkpoints/<stage>/<hash>``, the hash
-    of the sections it depends on and of the code (:func:`code_hash`). Not a DVC output, so
-    ``dvc repro`` does not delete it before rerunning the stage: a killed stage resumes, and
-    changed parameters or code start afresh (never finishing what other code began)."""
+    of the parameter ``sections`` it depends on, of the code (:func:`code_hash`) and of the
+    content of its data ``inputs`` (:func:`content_hash`: ``data/prepared``, the base networks
+    it starts from). Not a DVC output, so ``dvc repro`` does not delete it before rerunning the
+    stage: a killed stage resumes, and changed parameters, code or input data start afresh
+    (never finishing what other code or other data began)."""
     import hashlib
     import json
-    key = json.dumps(params_dict(params, *sections), sort_keys=True) + code_hash()
-    return CHECKPOINTS / stage / hashlib.sha256(key.encode()).hexdigest()[:16]
+    key = "\n".join([json.dumps(params_dict(params, *sections), sort_keys=True), code_hash(),
+                     content_hash(*inputs)])
+    folder = CHECKPOINTS / stage / hashlib.sha256(key.encode()).hexdigest()[:16]
+    logging.getLogger(f"stages.{stage}").info(
+        "checkpoints: %s (%s)", folder, "found: resuming from it" if folder.exists() else
+        "new: starting afresh (parameters, code or input data differ from every earlier run)")
+    return folder
 
 
 def code_hash() -> str:
@@ -44,14 +52,20 @@ def code_hash() -> str:
     return digest.hexdigest()
 
 
-def networks_hash(*seeds: int) -> str:
-    """16 hex digits of the sha256 of the base networks' files: a checkpoint folder keyed by it
-    starts afresh when a base network is retrained."""
+def content_hash(*paths: Path) -> str:
+    """The sha256 of the files at ``paths`` (a folder: every file under it), names and bytes:
+    it changes with any changed, added or removed input file."""
     import hashlib
     digest = hashlib.sha256()
-    for seed in seeds:
-        digest.update(model_file(seed).read_bytes())
-    return digest.hexdigest()[:16]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: an input of the stage is missing (run the stages "
+                                    "before it: dvc repro)")
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(f"{file.as_posix()}\0{file.stat().st_size}\0".encode())
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def publish(source: Path, target: Path) -> None:

@@ -8,9 +8,9 @@ ending at w2) and ``paths/connect/`` (each geodesic's records, milestones and en
 Bezier middle points, and ``alignment.safetensors``: the permutation pi of each hidden layer,
 ``pi(w2)[unit i] = w2[unit pi[i]]``).
 The geodesic and the Bezier training checkpoint under ``checkpoints/connect/<hash of the
-settings>/<hash of the two base networks>/<method>``, outside DVC's outputs: a killed stage
-resumes where it stopped. One MLflow run with a nested run per method: per-step metrics,
-checkpoints and figures.
+settings, the code, data/prepared and the two base networks>/<method>``, outside DVC's outputs:
+a killed stage resumes where it stopped. One MLflow run with a nested run per method:
+per-step metrics, checkpoints and figures.
 
     python -m stages.connect
 """
@@ -29,8 +29,8 @@ from geodesic.device import resolve_device
 from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
-from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
-                           main, networks_hash, params_dict, publish)
+from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
+                           load_data, main, model_file, params_dict, publish)
 
 log = logging.getLogger("stages.connect")
 OUT = PATHS / "connect"
@@ -51,7 +51,8 @@ def connect_stage(params: Params) -> None:
     ends = endpoints(load_base_model(params, c.seeds[0], device),
                      load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
                      c.metric_batch, align_seed=c.seed)
-    resume = checkpoint_dir("connect", params, *SECTIONS) / networks_hash(*c.seeds)
+    resume = checkpoint_dir("connect", params, SECTIONS,
+                            (DATASET.parent, *(model_file(seed) for seed in c.seeds)))
     with tracking.stage_run("connect", params_dict(params, *SECTIONS)):
         first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
         ends_scores = {"w1_test_acc": first["test_acc"], "w2_test_acc": second["test_acc"],

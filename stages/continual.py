@@ -6,7 +6,8 @@ Reads ``data/prepared`` and the sections ``model`` and ``continual`` of ``params
 ``metrics/continual.json`` (both scenarios), ``plots/continual_matrix.csv`` and
 ``plots/continual/matrix_<scenario>.png``, and the geodesic's paths under
 ``paths/continual/<scenario>/geodesic/task<t>`` (records, milestones, end points). Every method
-checkpoints under ``checkpoints/continual/<hash of the parameters>/<scenario>/<method>/task<t>``,
+checkpoints under ``checkpoints/continual/<hash of the parameters, the code and
+data/prepared>/<scenario>/<method>/task<t>``,
 outside DVC's outputs, so a killed stage resumes where it stopped (also under ``dvc repro``,
 which deletes outputs before it runs a stage). MLflow: one run for the stage, one nested run per
 scenario and method with per-step metrics and the checkpoints as artifacts.
@@ -25,8 +26,8 @@ from geodesic.io import write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
-from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main, params_dict,
-                           publish)
+from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main,
+                           params_dict, publish)
 
 log = logging.getLogger("stages.continual")
 
@@ -66,7 +67,7 @@ def continual_stage(params: Params) -> None:
     except ValueError as exc:
         raise ParamsError("continual.n_tasks", c.n_tasks, str(exc)) from exc
     depends = params_dict(params, "data", "model", "continual")
-    folder = checkpoint_dir("continual", params, "data", "model", "continual")
+    folder = checkpoint_dir("continual", params, ("data", "model", "continual"), (DATASET.parent,))
     doc = {"benchmark": c.benchmark, "n_tasks": c.n_tasks, "scenarios": {}}
     with tracking.stage_run("continual", depends):
         for scenario in c.scenarios:

@@ -1,7 +1,6 @@
 """Stage ``prepare``: materialise the dataset splits named in ``params.yaml`` (section ``data``)
-as one safetensors file that every later stage reads. A relative ``data.root`` names a folder
-of the repository (``../shared/...`` one beside it), whether the stage runs in the workspace
-or in a ``dvc exp run --temp`` copy."""
+as one safetensors file that every later stage reads, from the raw files the ``download``
+stage wrote to ``data.root``."""
 from __future__ import annotations
 
 from geodesic import tracking
@@ -14,9 +13,7 @@ from stages.common import DATASET, main, params_dict
 def prepare(params: Params) -> None:
     d = params.data
     with tracking.stage_run("prepare", params_dict(params, "data")):
-        root = tracking.project_root() / d.root  # relative: the repository's folder, also
-        # from inside a `dvc exp run --temp` copy (.dvc/tmp/exps/...), where data is not copied
-        ds = load_dataset(d.name, root, d.val_fraction, d.seed, d.train_limit, d.test_limit,
+        ds = load_dataset(d.name, d.root, d.val_fraction, d.seed, d.train_limit, d.test_limit,
                           d.size)
         save_dataset(ds, DATASET)
         summary = {"name": ds.name, "num_classes": ds.num_classes, "in_shape": list(ds.in_shape),

@@ -9,8 +9,9 @@ per method), ``outputs/sparsify/<method>.safetensors`` (each method's network at
 level), ``paths/sparsify/<method>/`` (the traversals: records, milestones, final weights).
 
 The traversals and the baselines' trainings checkpoint under ``checkpoints/sparsify/<hash of
-the settings>/<hash of the base network>/<method>``, outside DVC's outputs: a killed stage
-resumes where it stopped; changed settings or a retrained base network start afresh. MLflow:
+the settings, the code, data/prepared and the base network>/<method>``, outside DVC's outputs:
+a killed stage resumes where it stopped; changed settings, code, data or a retrained base
+network start afresh. MLflow:
 one run for the stage, one nested run per method with every step record, every checkpoint and
 the per-level table.
 """
@@ -30,8 +31,8 @@ from geodesic.io import atomic_write, save_tensors, write_json
 from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
-from stages.common import (METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
-                           main, networks_hash, params_dict, publish)
+from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
+                           load_data, main, model_file, params_dict, publish)
 
 log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
@@ -67,7 +68,7 @@ def sparsify_stage(params: Params) -> None:
     dense_test = accuracy(model, ctx.split("test"))[0]
     dense_val = accuracy(model, ctx.split("val"))[0]
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
-    resume = checkpoint_dir("sparsify", params, *SECTIONS) / networks_hash(s.seed)
+    resume = checkpoint_dir("sparsify", params, SECTIONS, (DATASET.parent, model_file(s.seed)))
     levels = [repr(float(p)) for p in s.levels]
     with tracking.stage_run("sparsify", params_dict(params, *SECTIONS)):
         tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})

@@ -13,7 +13,7 @@ from geodesic.device import resolve_device
 from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
 from geodesic.train import TrainConfig, train
-from stages.common import (METRICS, checkpoint_dir, load_data, main, model_file,
+from stages.common import (DATASET, METRICS, checkpoint_dir, load_data, main, model_file,
                            params_dict)
 
 log = logging.getLogger("stages.train")
@@ -26,7 +26,7 @@ def train_stage(params: Params) -> None:
     device = resolve_device(t.device)
     data = load_data(params)
     results = {}
-    ckpt = checkpoint_dir("train", params, "data", "model", "train")
+    ckpt = checkpoint_dir("train", params, ("model", "train"), (DATASET.parent,))
     with tracking.stage_run("train", params_dict(params, "data", "model", "train")):
         for seed in t.seeds:
             cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,

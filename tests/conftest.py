@@ -21,6 +21,20 @@ def tasks():
 
 
 @pytest.fixture
+def offline(monkeypatch):
+    """Make every torchvision download fail as it does without a network."""
+    import torchvision.datasets
+    from urllib.error import URLError
+
+    def refuse(self):
+        raise URLError("no network in tests")
+
+    for cls in (torchvision.datasets.MNIST, torchvision.datasets.CIFAR10,
+                torchvision.datasets.CIFAR100):
+        monkeypatch.setattr(cls, "download", refuse)
+
+
+@pytest.fixture
 def float64():
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -55,3 +69,34 @@ def tiny_vgg_bn():
     from geodesic.models import VGG
     torch.manual_seed(0)
     return with_bn_statistics(VGG([3, "M", 4, 4, "M"], (2, 8, 8), 5, batch_norm=True), (1, 2, 8, 8))
+
+
+def write_idx(path, array, magic: int) -> None:
+    """``array`` as an IDX file (MNIST's format: magic, shape, uint8 bytes)."""
+    import struct
+
+    import numpy as np
+    with open(path, "wb") as fh:
+        fh.write(struct.pack(">" + "i" * (1 + array.ndim), magic, *array.shape))
+        fh.write(np.asarray(array).astype(np.uint8).tobytes())
+
+
+def write_mnist(root, sizes=(("train", 40), ("t10k", 20)), seed: int = 0,
+                signal: int = 60) -> dict:
+    """MNIST files in torchvision's layout under ``root/MNIST/raw``: ``sizes`` images per file
+    prefix, labels 0..9 in turn, each image noise (0..99) plus ``signal`` on a row at its
+    class's height (so a network can learn them, not perfectly). Returns {prefix: (images uint8
+    (n, 28, 28), labels)}."""
+    import numpy as np
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written = {}
+    for prefix, n in sizes:
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 100, size=(n, 28, 28), dtype=np.uint8)
+        images[np.arange(n), 4 + 2 * labels, 4:24] += signal
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
+        written[prefix] = images, labels
+    return written

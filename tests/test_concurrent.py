@@ -62,18 +62,18 @@ def test_processes_opening_a_new_store_at_once_all_get_it_and_one_experiment(tmp
 
 @pytest.fixture
 def two_stage_project(tmp_path):
-    """A tiny copy of this project whose pipeline is prepare -> train (what a sweep point
-    shares with another: the DVC cache and run cache, git, the MLflow store, the Prefect
-    home), committed, with no MLflow store yet."""
+    """A tiny copy of this project whose pipeline is download -> prepare -> train (what a
+    sweep point shares with another: the DVC cache and run cache, git, the MLflow store, the
+    Prefect home), committed, with no MLflow store yet."""
     root = copy_project(tmp_path / "project")
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    pipeline["stages"] = {k: v for k, v in pipeline["stages"].items() if k in ("prepare",
-                                                                               "train")}
+    pipeline["stages"] = {k: v for k, v in pipeline["stages"].items()
+                          if k in ("download", "prepare", "train")}
     pipeline.pop("plots", None)
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     env = dict(os.environ, **GIT_IDENTITY)
-    subprocess.run(["git", "commit", "-qam", "prepare and train only"], cwd=root, check=True,
-                   env=env)
+    subprocess.run(["git", "commit", "-qam", "download, prepare and train only"], cwd=root,
+                   check=True, env=env)
     return root
 
 
@@ -129,14 +129,14 @@ def test_two_sweeps_at_once_keep_their_points_apart(two_stage_project):
         assert point.data.tags["overrides"] == f"train.lr={lr}"
         assert point.data.metrics == pytest.approx(points[sid]["metrics"])
         stages = {r.data.tags["stage"]: r for r in children(client, point.info.run_id)}
-        assert set(stages) == {"prepare", "train"}
+        assert set(stages) == {"download", "prepare", "train"}
         assert stages["train"].data.params["train.lr"] == str(lr)
         seeds = children(client, stages["train"].info.run_id)
         tree = [sweep_run, point, *stages.values(), *seeds]
         assert len(seeds) == 2 and all(r.info.status == "FINISHED" for r in tree)
         assert all(r.data.tags["sweep_id"] == sid for r in tree)
         run_ids |= {r.info.run_id for r in tree}
-    assert len(run_ids) == 2 * 6
+    assert len(run_ids) == 2 * 7
     versions = client.search_model_versions("name = 'base-digits'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
     assert sorted(v.tags["overrides"] for v in versions) == sorted(

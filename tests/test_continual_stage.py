@@ -11,7 +11,8 @@ from geodesic.params import parse_params
 from geodesic.settings import ParamsError
 from stages.continual import continual_stage
 from stages.prepare import prepare
-from tests.test_data import _accept_test_files, _write_idx, offline  # noqa: F401
+from tests.conftest import write_idx as _write_idx
+from tests.test_data import _accept_test_files
 
 METHODS = ["geodesic", "finetune", "ewc", "si", "lwf", "replay", "derpp"]
 TINY = {"budget": 24, "batch_size": 16, "memory_per_class": 2, "cg_iters": 2, "stop_every": 8,

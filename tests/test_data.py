@@ -1,8 +1,6 @@
 import hashlib
 from pathlib import Path
 import pickle
-import struct
-from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -12,22 +10,12 @@ import torchvision.datasets
 from geodesic.data import DATASETS, Dataset, Split, batches, load_dataset, load_saved, save_dataset
 from geodesic.params import DATASETS as DATASET_NAMES
 from geodesic.tasks import class_split, permute_pixels, permuted
+from tests.conftest import write_mnist
 
 
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Make every torchvision download fail as it does without a network."""
-    def refuse(self):
-        raise URLError("no network in tests")
-
-    for cls in (torchvision.datasets.MNIST, torchvision.datasets.CIFAR10,
-                torchvision.datasets.CIFAR100):
-        monkeypatch.setattr(cls, "download", refuse)
 
 
 def test_registry_holds_exactly_the_params_names():
@@ -82,7 +70,12 @@ def test_batches_cover_the_split_once_in_a_seeded_order(digits):
 
 
 def test_save_load_round_trip(tmp_path, digits):
+    """Bytes that follow the content alone (DVC and the checkpoint keys hash the file)."""
     save_dataset(digits, tmp_path / "prepared" / "digits.safetensors")
+    for i in range(8):
+        save_dataset(digits, tmp_path / f"{i}.safetensors")
+        assert (tmp_path / f"{i}.safetensors").read_bytes() == (
+            tmp_path / "prepared" / "digits.safetensors").read_bytes()
     back = load_saved(tmp_path / "prepared" / "digits.safetensors")
     assert (back.num_classes, back.in_shape, back.name) == (10, (1, 8, 8), "digits")
     for part in ("train", "val", "test"):
@@ -95,22 +88,8 @@ def _images(rng, n, shape):
     return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8), labels
 
 
-def _write_idx(path, array, magic):
-    with open(path, "wb") as f:
-        f.write(struct.pack(">" + "i" * (1 + array.ndim), magic, *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
-
-
 def test_mnist_reads_idx_files(tmp_path, offline):
-    rng = np.random.default_rng(0)
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    written = {}
-    for prefix, n in (("train", 40), ("t10k", 20)):
-        images, labels = _images(rng, n, (28, 28))
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
-        written[prefix] = images, labels
+    written = write_mnist(tmp_path)
     loaded = DATASETS.get("mnist")(tmp_path)
     assert torch.equal(loaded.train.x, torch.tensor(written["train"][0]).unsqueeze(1).float())
     assert torch.equal(loaded.test.y, torch.tensor(written["t10k"][1]))

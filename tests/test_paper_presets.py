@@ -93,4 +93,5 @@ def test_paper_experiment_runs_with_tiny_limits(name, tmp_path, monkeypatch):
     elif stage == "continual":
         assert metrics["n_tasks"] == (10 if data == "cifar100" else 5)
     else:
-        assert set(metrics["methods"]) == {"geodesic", "linear", "bezier"}
+        assert set(metrics["methods"]) == {"geodesic", "geodesic_aligned", "linear", "bezier",
+                                           "aligned", "bezier_aligned"}

@@ -1,7 +1,9 @@
 """Every bad parameter is rejected before compute with a message naming key, value, allowed."""
 import copy
+import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ BAD = [
     ("data.train_limit", -5, ">= 0"),
     ("data.seed", "zero", "type int"),
     ("data.colour", True, "a known key of data"),
+    ("data.root", " ", "a folder"),
+    ("data.source", " ", "'torchvision' or a folder"),
     ("model.name", "resnet18", "one of mlp, vgg11"),
     ("model.name", "vgg16", "sides that are multiples of 32 (set data.size: 32 to pad digits)"),
     ("data.size", 4, "0 (native 8x8) or a size >= 8"),
@@ -180,3 +184,73 @@ def test_a_stage_with_bad_params_exits_before_importing_torch(tmp_path):
     assert result.returncode == 2
     assert "sparsify.eta = -1.0" in result.stderr
     assert "stage ran" not in result.stdout and "torch imported: False" in result.stdout
+
+
+def numeric_keys(node, prefix=""):
+    """Every dotted key of ``node`` (a params.yaml mapping) whose value is a number or a
+    non-empty list of numbers, found by walking the file."""
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            yield from numeric_keys(value, name)
+        elif isinstance(value, list) and value and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            yield name
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield name
+
+
+NUMERIC = sorted(numeric_keys(DEFAULT))
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+NOT_A_NUMBER = [True, False, "1", None, [1], {"a": 1}]
+
+
+def declared(key):
+    """The declared type of a dotted key (``int``, ``float``, ``list[int]``...)."""
+    tp = Params
+    for part in key.split("."):
+        tp = typing.get_type_hints(tp)[part]
+    return tp
+
+
+def test_the_walk_finds_the_numeric_keys_of_every_section():
+    assert len(NUMERIC) > 60
+    assert {"data.val_fraction", "train.lr", "train.seeds", "sparsify.eta", "sparsify.levels",
+            "continual.ewc_lambda", "connect.function_pull"} <= set(NUMERIC)
+    assert {k.split(".")[0] for k in NUMERIC} == {"data", "model", "train", "sparsify",
+                                                  "continual", "connect"}
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+def test_every_numeric_key_refuses_non_finite_values_and_non_numbers(key):
+    """Each bad value is refused with the key, the value and what is allowed; a list of
+    numbers refuses each bad value as its element and in place of the list."""
+    tp = declared(key)
+    is_list = typing.get_origin(tp) is list
+    element = typing.get_args(tp)[0] if is_list else tp
+    assert element in (int, float), (key, tp)
+    bad = NON_FINITE + NOT_A_NUMBER + ([1.5] if element is int else [])
+    candidates = [(v, v) for v in bad if not (is_list and v == [1])]
+    if is_list:
+        candidates += [([v], v) for v in bad]
+    for candidate, value in candidates:
+        with pytest.raises(ParamsError) as info:
+            parse_params(with_value(key, candidate))
+        assert info.value.key.split("[")[0] == key, (candidate, str(info.value))
+        assert str(info.value).startswith(f"params: {info.value.key} = ")
+        assert info.value.allowed
+        if isinstance(value, float) and not math.isfinite(value):
+            assert repr(value) in str(info.value)
+            if element is float and is_list == isinstance(candidate, list):
+                assert "a finite number" in info.value.allowed
+
+
+def test_a_non_finite_value_names_the_allowed_range():
+    with pytest.raises(ParamsError, match=r"sparsify.eta = nan is not allowed: a finite number "
+                                          r"> 0.0"):
+        parse_params(with_value("sparsify.eta", float("nan")))
+    with pytest.raises(ParamsError, match=r"data.val_fraction = inf is not allowed: a finite "
+                                          r"number >= 0.0 and < 0.5"):
+        parse_params(with_value("data.val_fraction", float("inf")))
+    with pytest.raises(ParamsError, match=r"sparsify.levels = -inf .*a finite number"):
+        parse_params(with_value("sparsify.levels", [0.5, float("-inf")]))

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.servers import free_port
-from tests.test_pipelines_flows import GIT_IDENTITY, copy_project
+from tests.test_pipelines_flows import GIT_IDENTITY, TINY, copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ class Services:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("services")
-    origin = copy_project(tmp / "origin", {"train.epochs": 1, "train.seeds": [0]})
+    origin = copy_project(tmp / "origin", {**TINY, "train.epochs": 1})
     services = Services(tmp, origin)
     try:
         server = services.start("server", "prefect", "server", "start", "--host", "127.0.0.1",

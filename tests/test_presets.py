@@ -70,8 +70,8 @@ def test_base_values_of_the_tuned_keys_are_the_library_defaults():
 def test_vgg11_bn_on_real_mnist_at_the_paper_scale():
     composed = compose(["data=mnist_real", "model=vgg11_bn", "scale=paper"], ROOT)
     p = parse_params(composed)
-    assert (p.data.name, p.data.root, p.data.size, p.data.shape()) == (
-        "mnist", "../shared/data/mnist-real", 32, (1, 32, 32))
+    assert (p.data.name, p.data.source, p.data.root, p.data.size, p.data.shape()) == (
+        "mnist", "../shared/data/mnist-real", "data/raw", 32, (1, 32, 32))
     assert (p.model.name, p.model.width) == ("vgg11_bn", 1.0)
     assert (p.train.epochs, p.train.batch_size, p.train.lr) == (200, 128, 0.05)
     assert (p.sparsify.metric_batch, p.sparsify.cg_iters, p.sparsify.steps_per_level) == (
@@ -127,27 +127,6 @@ def test_group_names_match_the_preset_section():
     from geodesic.params import PresetSettings
     from geodesic.settings import to_dict
     assert tuple(to_dict(PresetSettings())) == GROUPS
-
-
-def test_a_relative_data_root_is_the_repositorys_also_inside_a_temp_experiment(
-        tmp_path, monkeypatch):
-    """`dvc exp run --temp` runs in <repo>/.dvc/tmp/exps/standalone/<tmp>: ../shared/... and
-    data/raw must still name the folders beside and inside the repository."""
-    import numpy as np
-
-    from geodesic.params import load_params
-    from stages.prepare import prepare
-    from tests.test_continual_stage import write_mnist
-    repo = tmp_path / "repo"
-    write_mnist(tmp_path / "shared" / "mnist", np.random.default_rng(0))
-    copy = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpabc"
-    copy.mkdir(parents=True)
-    monkeypatch.chdir(copy)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    write("params.yaml", ["data=mnist_real", "data.root=../shared/mnist"], ROOT)
-    prepare(load_params("params.yaml"))
-    summary = json.loads((copy / "data" / "prepared" / "summary.json").read_text())
-    assert (summary["in_shape"], summary["train"] + summary["val"]) == ([1, 28, 28], 200)
 
 
 def test_the_shrunk_project_copy_composes_to_its_shrunk_params(tmp_path):

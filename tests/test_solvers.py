@@ -189,14 +189,17 @@ def test_the_default_output_basis_matches_the_weight_space_basis_in_float32():
 
 
 def weight_space_fista(g, v, eta, beta, iters, power_iters):
-    """The qp iteration written directly in weight space with a dense g: the reference."""
+    """The qp iteration written directly in weight space with a dense g: the reference. Returns
+    the candidates of the step: the Cauchy point along v, the start, then every iterate."""
     u = v / v.norm()
     for _ in range(power_iters):
         u = g @ u
         lam = u.norm()
         u = u / lam
     step = 1.0 / (4.0 * float(lam))
+    t_cauchy = min(eta / float(v.norm()), beta * float(v @ v) / (2 * float(v @ g @ v)))
     theta = eta * v / v.norm()
+    candidates = [t_cauchy * v, theta]
     y, t = theta.clone(), 1.0
     for _ in range(iters):
         new = y - step * (2.0 * g @ y - beta * v)
@@ -204,7 +207,8 @@ def weight_space_fista(g, v, eta, beta, iters, power_iters):
         t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
         y = new + (t - 1.0) / t_new * (new - theta)
         theta, t = new, t_new
-    return theta
+        candidates.append(theta)
+    return candidates
 
 
 @pytest.mark.parametrize("kind", ["logits", "probs", "fisher"])
@@ -213,13 +217,16 @@ def weight_space_fista(g, v, eta, beta, iters, power_iters):
 def test_qp_in_output_space_has_the_weight_space_iterates(float64, kind, masked, eta):
     """qp's output-space FISTA on a real LocalMetric gives the step of FISTA run on the dense
     metric, iterate for iterate, also in a coordinate subspace; power_iters + iters products
-    plus one, and theta^T g theta exact."""
+    plus one, and theta^T g theta exact; the step is the candidate of least q."""
     metric, local, mask, g, v = network_problem(kind, masked)
     evals = metric.evals
     step = ProjectedGradient(iters=15, power_iters=4)(local, v, eta, 2.0)
     assert metric.evals - evals == 4 + 15 + 1
-    reference = weight_space_fista(g, v, eta, 2.0, 15, 4)
-    assert torch.allclose(step.theta, reference, rtol=1e-9, atol=1e-12 * eta)
+    candidates = weight_space_fista(g, v, eta, 2.0, 15, 4)
+    q = [float(c @ g @ c - 2.0 * c @ v) for c in candidates]
+    assert any(torch.allclose(step.theta, c, rtol=1e-9, atol=1e-12 * eta) for c in candidates)
+    assert float(step.theta @ g @ step.theta - 2.0 * step.theta @ v) == pytest.approx(
+        min(q), rel=1e-9, abs=1e-15)
     assert step.theta.norm() <= eta * (1 + 1e-9)
     assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-9)
     if mask is not None:
@@ -241,3 +248,53 @@ def test_qp_in_float32_matches_float64_on_a_conv_net_with_batchnorm():
                         for eta in (1.0, 100.0)]
     for single, double in zip(steps[torch.float32], steps[torch.float64]):
         assert float((single - double).norm() / double.norm()) < 1e-4
+
+
+def ill_conditioned_problem():
+    """The issue's reproduction: a 3-4-2 tanh MLP in float64 on 40 random inputs (g of
+    condition number ~4e6), v random, eta = 3 ||(2g)^-1 v|| (the trust region inactive)."""
+    torch.manual_seed(22)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    metric = FunctionalMetric(model, torch.randn(40, 3))
+    w = metric.space.get(model)
+    v = torch.randn_like(w)
+    g = metric.dense(w)
+    eta = 3.0 * float(torch.linalg.solve(2.0 * g, v).norm())
+    return metric.at(w), g, v, eta
+
+
+@pytest.mark.parametrize("solver", [ProjectedGradient(), *(ConjugateGradient(mode=m) for m in (
+    "trust_region", "output_basis", "rescale"))], ids=["qp", "cg-trust_region",
+                                                         "cg-output_basis", "cg-rescale"])
+def test_a_step_is_never_worse_than_not_moving(float64, solver):
+    """On the ill-conditioned reproduction the last FISTA iterate has q = +4.9e10 (the optimum
+    is -1.07e6); every step has q(theta) <= 0, qp's at most the Cauchy point's."""
+    local, g, v, eta = ill_conditioned_problem()
+
+    def q(theta):
+        return float(theta @ g @ theta - theta @ v)
+
+    optimum = q(torch.linalg.solve(2.0 * g, v))
+    assert optimum == pytest.approx(-1.07e6, rel=0.01)
+    cauchy = min(eta / float(v.norm()), float(v @ v) / (2 * float(v @ g @ v))) * v
+    step = solver(local, v, eta)
+    assert q(step.theta) <= 0.0 and step.theta.norm() <= eta * (1 + 1e-9)
+    assert float(step.quad) == pytest.approx(float(step.theta @ g @ step.theta), rel=1e-6)
+    if isinstance(solver, ProjectedGradient):
+        assert q(step.theta) <= q(cauchy) < 0.0
+        last = weight_space_fista(g, v, eta, 1.0, 20, 3)[-1]
+        assert q(last) > 1e10  # what the last iterate alone would have been
+
+
+def test_cg_falls_back_to_the_cauchy_point_when_its_step_is_worse_than_not_moving():
+    """A Krylov step whose q(theta) > 0 (as rounding can leave it) is replaced by the Cauchy
+    point along v."""
+    from geodesic.solvers import Step, no_worse_than_standing
+    g = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+    v = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    worse = Step(torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor(1.0))
+    step = no_worse_than_standing(worse, v, float(v @ g @ v), eta=1.0, beta=2.0)
+    assert torch.allclose(step.theta, torch.tensor([0.25, 0.0], dtype=torch.float64))
+    assert float(step.quad) == pytest.approx(0.25)
+    kept = Step(torch.tensor([0.1, 0.0], dtype=torch.float64), torch.tensor(0.04))
+    assert no_worse_than_standing(kept, v, 4.0, eta=1.0, beta=2.0) is kept

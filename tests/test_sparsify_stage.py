@@ -13,7 +13,8 @@ from geodesic.params import SPARSIFY_METHODS, load_params
 from stages.prepare import prepare
 from stages.sparsify import sparsify_stage
 from stages.train import train_stage
-from tests.test_data import _accept_test_files, _images, _write_cifar, _write_idx
+from tests.conftest import write_idx as _write_idx
+from tests.test_data import _accept_test_files, _images, _write_cifar
 
 TINY = {"levels": [0.5, 0.9], "steps_per_level": 3, "settle_steps": 1, "metric_batch": 8,
         "cg_iters": 2, "eta": 0.05, "eval_every": 1, "checkpoint_every": 2, "finetune_batch": 8,

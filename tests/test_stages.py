@@ -133,17 +133,39 @@ def test_train_stage_killed_with_sigkill_resumes_to_the_same_metrics(project, tm
     assert strip_timing(resumed) == strip_timing(uninterrupted)
 
 
-def test_checkpoints_of_other_code_or_other_parameters_are_not_resumed(monkeypatch):
-    """The checkpoint folder is named by the stage's parameters and the code: a rerun after
-    either changed starts afresh instead of finishing what other code began."""
+def test_checkpoints_of_other_code_parameters_or_data_are_not_resumed(monkeypatch, tmp_path):
+    """The checkpoint folder is named by the stage's parameters, the code and the content of
+    its data inputs: a rerun after any of them changed starts afresh instead of finishing what
+    other code or other data began."""
     import dataclasses
 
     from geodesic.params import load_params
     from stages import common
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "dataset").write_bytes(b"data")
+    (tmp_path / "seed0").write_bytes(b"weights")
+    inputs = (Path("prepared"), Path("seed0"))
     params = load_params(ROOT / "params.yaml")
-    here = common.checkpoint_dir("train", params, "data", "model", "train")
-    assert here == common.checkpoint_dir("train", params, "data", "model", "train")
+
+    def folder(p=params):
+        return common.checkpoint_dir("train", p, ("model", "train"), inputs)
+
+    here = folder()
+    assert here == folder() and here.parent == Path("checkpoints/train")
     other = dataclasses.replace(params, train=dataclasses.replace(params.train, lr=0.07))
-    assert common.checkpoint_dir("train", other, "data", "model", "train") != here
+    assert folder(other) != here
+    (tmp_path / "prepared" / "dataset").write_bytes(b"other data")
+    assert folder() != here
+    (tmp_path / "prepared" / "dataset").write_bytes(b"data")
+    (tmp_path / "prepared" / "summary").write_bytes(b"")  # a file more
+    assert folder() != here
+    (tmp_path / "prepared" / "summary").unlink()
+    (tmp_path / "seed0").write_bytes(b"retrained")
+    assert folder() != here
+    (tmp_path / "seed0").write_bytes(b"weights")
+    assert folder() == here
     monkeypatch.setattr(common, "code_hash", lambda: "an edited geodesic/train.py")
-    assert common.checkpoint_dir("train", params, "data", "model", "train") != here
+    assert folder() != here
+    with pytest.raises(FileNotFoundError, match="seed1: an input of the stage is missing"):
+        common.checkpoint_dir("train", params, ("train",), (Path("seed1"),))
