@@ -56,6 +56,10 @@ class DataSettings:
                         "before normalisation (0: the native size)", low=0)
 
     def validate(self, prefix: str) -> None:
+        if not self.root.strip():
+            raise ParamsError(f"{prefix}.root", self.root, "a folder")
+        if not self.source.strip():
+            raise ParamsError(f"{prefix}.source", self.source, "'torchvision' or a folder")
         native = DATASET_SHAPES[self.name][0][-1]
         if self.size and self.size < native:
             raise ParamsError(f"{prefix}.size", self.size, f"0 (native {native}x{native}) or "
@@ -66,11 +70,6 @@ class DataSettings:
         channels, height, width = DATASET_SHAPES[self.name][0]
         return (channels, self.size, self.size) if self.size else (channels, height, width)
 
-    def validate(self, prefix: str) -> None:
-        if not self.root.strip():
-            raise ParamsError(f"{prefix}.root", self.root, "a folder")
-        if not self.source.strip():
-            raise ParamsError(f"{prefix}.source", self.source, "'torchvision' or a folder")
 
 
 @dataclass

@@ -153,16 +153,17 @@ class Project:
         return flat_metrics(next(iter(shown.values()), {}).get("data", {}))
 
     def exp_run(self, name: str, overrides: dict[str, object], env: dict[str, str] | None = None,
-                log: Callable[[str], None] | None = None, force: bool = False) -> None:
+                log: Callable[[str], None] | None = None, force: bool = False,
+                targets: tuple[str, ...] = ()) -> None:
         """``dvc exp run --temp -n <name> -S key=value ...``: the point in its own temporary
         copy of the workspace, so points never share outputs; recorded as DVC experiment
         ``name`` (``dvc exp show``). Stages whose inputs match an earlier run come from DVC's
-        run cache unless ``force``."""
+        run cache unless ``force``; ``targets``: only these stages and what they depend on."""
         args = ["exp", "run", "--temp", "-n", name, *self.pull_flag()] + (["--force"] if force
                                                                            else [])
         for key, value in overrides.items():
             args += ["-S", f"{key}={format_value(value)}"]
-        self.dvc(*args, env=env, log=log, what=f"experiment {name!r}")
+        self.dvc(*args, *targets, env=env, log=log, what=f"experiment {name!r}")
 
     def experiments(self) -> dict[str, dict]:
         """{experiment name: {"rev", "params", "metrics"}} of the experiments on ``HEAD``,

@@ -1,11 +1,12 @@
 """``geodesic results <application>``: an application's table over seeds on one preset.
 
-Seed i runs as DVC experiment ``results-<preset>-<application>-s<i>`` (``dvc exp run --temp``
-with the preset's group overrides, ``train.seeds`` = 0..2N-1 and the seed's own point:
-``sparsify.seed = i``; ``continual.seed = i``; ``connect.seeds = [2i, 2i+1]`` with
-``connect.seed = i``, so the connect table uses N independent pairs of base networks). The
-metrics files of every seed are collected into ``results/<preset>/<application>.json`` (per
-seed, and mean ± sample standard deviation per method), a Markdown table and a PNG.
+Seed i runs as DVC experiment ``results-<preset>-<application>-s<i>``: ``dvc exp run --temp
+<application>`` (that stage and the stages it depends on) with the preset's group overrides,
+``train.seeds`` = 0..2N-1 and the seed's own point: ``sparsify.seed = i``; ``continual.seed =
+i``; ``connect.seeds = [2i, 2i+1]`` with ``connect.seed = i``, so the connect table uses N
+independent pairs of base networks. The metrics files of every seed are collected into
+``results/<preset>/<application>.json`` (per seed, and mean ± sample standard deviation per
+method), a Markdown table and a PNG.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def results(project: str = ".", application: str = "sparsify", seeds: int = 3,
                      **seed_point(application, i)}
             logger.info("seed %d/%d: dvc exp run %s", i + 1, seeds, point)
             env = tracking.child_env(run.info.run_id, {"results": exp})
-            proj.exp_run(exp, point, env=env, log=logger.info)
+            proj.exp_run(exp, point, env=env, log=logger.info, targets=(application,))
             per_seed[i] = proj.experiment_metrics(exp)[f"metrics/{application}.json"]
         doc = summarise(application, name, per_seed)
         files = write_results(Path(proj.root) / "results" / name, doc)

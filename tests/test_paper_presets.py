@@ -15,7 +15,7 @@ from stages.prepare import prepare
 from stages.sparsify import sparsify_stage
 from stages.train import train_stage
 from tests.test_continual_stage import write_cifar100, write_mnist
-from tests.test_data import _accept_test_files, _write_cifar, offline  # noqa: F401
+from tests.test_data import _accept_test_files, _write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

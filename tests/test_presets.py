@@ -48,9 +48,13 @@ def test_every_combination_parses_and_names_its_presets(scale):
         side = params.data.shape()[-1]
         assert side == (32 if model.startswith("vgg") else DATASET_SHAPES[expected][0][-1])
         tuned = flatten(TUNED)
-        if (data, model) != ("digits", "mlp"):  # no tuned file: the base values of conf/
+        own = ROOT / "conf" / "tuned" / f"{data}_{model}.yaml"
+        if not own.exists():  # no tuned file: the base values of conf/
             assert flatten(composed)["connect.function_pull"] == 0.0 != tuned[
                 "connect.function_pull"]
+        else:  # the values chosen for this data set and model
+            chosen = flatten(yaml.safe_load(own.read_text()))
+            assert {k: flatten(composed)[k] for k in chosen} == chosen
 
 
 def test_the_digits_default_takes_the_values_chosen_on_digits():
