@@ -3,8 +3,9 @@ with Optuna, the same number of trials for each method.
 
 For each method of the application (the geodesic first: its per-level evaluations are the
 sparsify baselines' budgets), one Optuna study named after the method in
-``tuning/<preset>/<application>.db`` (SQLite: an interrupted tuning resumes and keeps every
-finished trial; a trial left running by a killed process is marked failed and replaced), a TPE
+``tuning/<preset>/<key>/<application>.db`` (SQLite, keyed by the content of the data and
+base networks and by the fixed settings: an interrupted tuning of the same problem resumes and
+keeps every finished trial; a trial left running by a killed process is marked failed and replaced), a TPE
 sampler seeded with ``--seed`` and median pruning on the intermediate validation scores of
 :mod:`geodesic.tuning`. Continuous values are rounded to 3 significant digits before a trial
 runs, so the values written are the values that ran. Each trial is an MLflow run nested in one
@@ -65,13 +66,37 @@ def check_request(application: str, params: Params, methods: list[str] | None,
     return chosen
 
 
+def base_seeds(params: Params, application: str) -> list[int]:
+    settings = getattr(params, application)
+    return settings.seeds if application == "connect" else (
+        [settings.seed] if application == "sparsify" else [])
+
+
+def study_folder(root: Path, params: Params, application: str) -> Path:
+    """``tuning/<preset>/<key>``: the key hashes the content of the data and base networks the
+    trials start from and the application's settings that no search space varies, so a
+    tuning resumes only the same problem (changed data, networks or fixed settings start
+    afresh)."""
+    import hashlib
+    import json
+
+    from stages.common import DATASET, content_hash, model_file
+
+    searched = {d.key for dims in SPACES[application].values() for d in dims}
+    fixed = {k: v for k, v in to_dict(getattr(params, application)).items()
+             if k not in searched}
+    files = [root / DATASET.parent, *(root / model_file(s)
+                                      for s in base_seeds(params, application))]
+    key = json.dumps(fixed, sort_keys=True) + content_hash(*files)
+    return root / "tuning" / params.preset.name / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def load_inputs(root: Path, params: Params, application: str) -> TuningInputs:
     from stages.common import DATASET, load_base_model
 
     settings = getattr(params, application)
     device = resolve_device(settings.device)
-    seeds = settings.seeds if application == "connect" else (
-        [settings.seed] if application == "sparsify" else [])
+    seeds = base_seeds(params, application)
     data = validation_only(load_saved(root / DATASET))
     models = {seed: load_base_model(params, seed, device) for seed in seeds}
     return TuningInputs(params, data, models, device)
@@ -90,7 +115,8 @@ class Tuner:
         if getattr(self.base, "cpu_threads", 0):
             import torch
             torch.set_num_threads(self.base.cpu_threads)
-        folder = root / "tuning" / params.preset.name
+        folder = study_folder(root, params, application)
+        log.info("tune %s: studies in %s", application, folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.storage = f"sqlite:///{folder / application}.db"
         self.inputs = load_inputs(root, params, application)

@@ -143,6 +143,20 @@ def test_aligned_methods_take_the_values_of_their_unaligned_form(project):
     assert methods_of("connect", both) == ["geodesic_aligned", "bezier_aligned", "aligned"]
 
 
+def test_studies_are_keyed_by_the_data_networks_and_fixed_settings(project, tmp_path):
+    from pipelines.tune import study_folder
+    root = copy_project(project, tmp_path / "k")
+    params = load_params(root / "params.yaml")
+    before = study_folder(root, params, "sparsify")
+    tuned = load_params(root / "params.yaml")
+    tuned.sparsify.eta = 0.7  # a searched key: the same problem
+    assert study_folder(root, tuned, "sparsify") == before
+    tuned.sparsify.levels = [0.5, 0.8]  # a fixed setting: another problem
+    assert study_folder(root, tuned, "sparsify") != before
+    copy_project(root, tmp_path / "g", garbage_test=True)
+    assert study_folder(tmp_path / "g", params, "sparsify") != before  # other data
+
+
 def test_bad_requests_are_refused_before_anything_runs(project):
     params = load_params(project / "params.yaml")
     for args, key in [(("prune", None, 5), "application"), (("sparsify", None, 0), "--trials"),
