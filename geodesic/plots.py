@@ -31,3 +31,13 @@ def line_plot(series: dict[str, list[tuple[float, float]]], path, *, xlabel: str
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) as a 120-dpi PNG and close it."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 
 from geodesic.io import write_json
-from geodesic.plots import plt
+from geodesic.plots import plt, save_figure
 
 FIELDS = {
     "sparsify": ("test_acc", "val_acc", "grad_evals", "seconds"),
@@ -97,11 +97,7 @@ def plot(doc: dict, path: Path) -> Path:
     ax.set(xlabel=f"{key} (%)", title=f"{doc['application']} on {doc['preset']} "
            f"({doc['seeds']} seeds)")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_results(folder: Path, doc: dict) -> list[Path]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from geodesic.io import write_json
-from geodesic.plots import plt
+from geodesic.plots import plt, save_figure
 
 
 def _space(space: list[dict]) -> str:
@@ -55,11 +55,7 @@ def plot(doc: dict, path: Path) -> Path:
            title=f"tuning {doc['application']} ({doc['preset']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(folder: Path, doc: dict) -> list[Path]:

@@ -201,15 +201,23 @@ class Replay(Plugin):
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def penalty(self, ctx, x, y, z):
+    def memory_batch(self, ctx) -> tuple[Tensor, Tensor]:
+        """A random minibatch of the memory (its indices) and the network's logits on it: one
+        more evaluation."""
         memory = ctx.memory
-        if len(memory) == 0:
-            return 0.0
         index = torch.randperm(len(memory), generator=self.generator)[: self.batch_size]
-        z_mem = ctx.model(memory.x[index].to(ctx.device))
         ctx.evals += 1
+        return index, ctx.model(memory.x[index].to(ctx.device))
+
+    def label_loss(self, ctx, index: Tensor, z_mem: Tensor) -> Tensor:
+        memory = ctx.memory
         return F.cross_entropy(masked_logits(z_mem, memory.masks[index]),
                                memory.y[index].to(ctx.device))
+
+    def penalty(self, ctx, x, y, z):
+        if len(ctx.memory) == 0:
+            return 0.0
+        return self.label_loss(ctx, *self.memory_batch(ctx))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -239,17 +247,11 @@ class DarkReplay(Replay):
             self.logits = new if self.logits is None else torch.cat([self.logits, new])
 
     def penalty(self, ctx, x, y, z):
-        memory = ctx.memory
-        if len(memory) == 0:
+        if len(ctx.memory) == 0:
             return 0.0
-        index = torch.randperm(len(memory), generator=self.generator)[: self.batch_size]
-        z_mem = ctx.model(memory.x[index].to(ctx.device))
-        ctx.evals += 1
-        stored = self.logits[index.to(self.logits.device)]
-        dark = F.mse_loss(z_mem, stored)
-        labels = F.cross_entropy(masked_logits(z_mem, memory.masks[index]),
-                                 memory.y[index].to(ctx.device))
-        return self.alpha * dark + self.beta * labels
+        index, z_mem = self.memory_batch(ctx)
+        dark = F.mse_loss(z_mem, self.logits[index.to(self.logits.device)])
+        return self.alpha * dark + self.beta * self.label_loss(ctx, index, z_mem)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "logits": self.logits}
