@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
                           description="Tune every method of one application (the geodesic "
                           "and each baseline) on the validation split with Optuna: the same "
                           "number of trials per method, TPE sampling, median pruning, studies "
-                          "in tuning/<preset>/<application>.db (an interrupted tuning resumes). "
+                          "under tuning/<preset>/ keyed by the data, base networks and fixed "
+                          "settings (an interrupted tuning of the same problem resumes). "
                           "Writes the chosen values to conf/tuned/<data>_<model>.yaml and a "
                           "report to results/<preset>/tuning/; every trial is an MLflow run "
                           "(experiment tune). Needs the outputs of `dvc repro train`.")

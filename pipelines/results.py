@@ -17,10 +17,9 @@ from prefect import flow, get_run_logger
 from geodesic import tracking
 from geodesic.params import load_params
 from geodesic.settings import ParamsError
+from geodesic.tuning import APPLICATIONS
 from pipelines.project import Project
 from pipelines.results_table import summarise, write_results
-
-APPLICATIONS = ("sparsify", "continual", "connect")
 
 
 def seed_point(application: str, i: int) -> dict:

@@ -242,9 +242,8 @@ def _trials(study, count: int) -> list[dict]:
 def write_tuned(root: Path, preset: str, application: str, chosen: dict[str, dict]) -> Path:
     """Merge the chosen values of every method into ``conf/tuned/<preset>.yaml``."""
     file = root / TUNED / f"{preset}.yaml"
-    doc = yaml.safe_load(file.read_text()) if file.exists() else {}
-    section = doc.setdefault(application, {}) if doc else {}
-    doc = doc or {application: section}
+    doc = (yaml.safe_load(file.read_text()) if file.exists() else None) or {}
+    section = doc.setdefault(application, {})
     for values in chosen.values():
         section.update(values)
     file.parent.mkdir(parents=True, exist_ok=True)

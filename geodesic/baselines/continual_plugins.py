@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from geodesic.continual_protocol import masked_logits, task_loss
+from geodesic.metric import eval_mode
 
 
 class Plugin:
@@ -240,10 +241,8 @@ class DarkReplay(Replay):
         the network now is the one at the end of their task."""
         memory, known = ctx.memory, 0 if self.logits is None else len(self.logits)
         if len(memory) > known:
-            was_training = ctx.model.training
-            ctx.model.eval()
-            new = ctx.model(memory.x[known:].to(ctx.device)).detach()
-            ctx.model.train(was_training)
+            with eval_mode(ctx.model):
+                new = ctx.model(memory.x[known:].to(ctx.device)).detach()
             self.logits = new if self.logits is None else torch.cat([self.logits, new])
 
     def penalty(self, ctx, x, y, z):
