@@ -104,8 +104,9 @@ def load_latest_checkpoint(directory, device="cpu") -> Checkpoint | None:
 class StateCheckpoints:
     """Periodic checkpoints of a training loop's state under ``directory/checkpoints`` (none
     when ``directory`` is None): ``due(step)`` every ``every`` steps, ``save(step, state)``
-    writes one and deletes all but the newest ``keep``, ``latest()`` reads the newest intact
-    one (None when there is none)."""
+    writes one and deletes all but the newest ``keep`` (all but itself when ``final``: a finished
+    loop needs only its end state), ``latest()`` reads the newest intact one (None when there is
+    none)."""
 
     def __init__(self, directory, every: int, keep: int = 2, device="cpu"):
         self.directory = FsPath(directory) if directory is not None else None
@@ -121,13 +122,13 @@ class StateCheckpoints:
         log.info("%s: resuming from step %s", self.directory, found[1]["step"])
         return unpack(found[0], found[1]["state"])
 
-    def save(self, step: int, state) -> FsPath | None:
+    def save(self, step: int, state, final: bool = False) -> FsPath | None:
         if self.directory is None:
             return None
         tensors, skeleton = pack(state)
         path = checkpoint_file(self.directory, step)
         save_tensors(path, tensors, {"step": str(step), "state": skeleton})
-        for old in checkpoint_files(self.directory)[self.keep:]:
+        for old in checkpoint_files(self.directory)[1 if final else self.keep:]:
             old.unlink(missing_ok=True)
             FsPath(f"{old}.sha256").unlink(missing_ok=True)
         return path

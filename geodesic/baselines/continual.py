@@ -176,7 +176,7 @@ class Template:
                 checkpoints.save(step, snapshot(False))
         for p in self.plugins:
             p.after_task(ctx)
-        file = checkpoints.save(step, snapshot(True))
+        file = checkpoints.save(step, snapshot(True), final=True)
         if file is not None:
             for cb in callbacks:
                 cb.on_checkpoint(step, file)

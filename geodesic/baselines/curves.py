@@ -193,7 +193,7 @@ def fit_bezier(model: nn.Module, space: ParameterSpace, w1: Tensor, w2: Tensor, 
                     "theta": theta, "buffers": buffers, "optimizer": opt.state_dict(),
                     "generator": gen.get_state(), "records": records, "total": total,
                     "step": step, "elapsed": time.perf_counter() - t0,
-                    "logging_seconds": logging_seconds})
+                    "logging_seconds": logging_seconds}, final=step == cfg.steps)
     finally:
         model.train(was_training)
     curve.theta = theta.detach()
