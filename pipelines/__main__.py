@@ -278,8 +278,13 @@ def _sync(project: Path, to: str | None, include_running: bool) -> int:
 def _ui(project: str, port: int | None, prefect: bool) -> int:
     """Replace this process by the server, so Ctrl-C and signals reach it directly."""
     if prefect:
+        port = port or 4200
         cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-               "--port", str(port or 4200)]
+               "--port", str(port)]
+        # the UI asks its own server which API to call: this one, not PREFECT_API_URL's
+        # or the default port's
+        os.environ.update(PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
+                          PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")
     else:
         from geodesic.tracking import tracking_uri
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
