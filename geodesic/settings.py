@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import itertools
 import math
 import typing
@@ -146,12 +147,29 @@ def parse_spec(spec: str) -> tuple[str, Any]:
 def lookup(params: dict, key: str) -> Any:
     """The value at dotted ``key`` of the nested ``params``; unknown keys raise."""
     node: Any = params
-    for part in key.split("."):
+    parts = key.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
-            raise ParamsError(key, None, "a known parameter (see params.yaml and "
-                              "geodesic/params.py)")
+            raise UnknownKeyError(key, node, parts[:i + 1])
         node = node[part]
     return node
+
+
+class UnknownKeyError(ParamsError):
+    """A dotted key that names no parameter: the message gives the closest known key and
+    every key of the section where the name went wrong."""
+
+    def __init__(self, key: str, node: Any, parts: list[str]):
+        prefix, wrong = ".".join(parts[:-1]), ".".join(parts)
+        if isinstance(node, dict):
+            known = [f"{prefix}.{k}" if prefix else k for k in node]
+            close = difflib.get_close_matches(wrong, known, n=1)
+            allowed = (f"a known parameter{f' (did you mean {close[0]}?)' if close else ''}; "
+                       f"known here: {', '.join(known)}")
+        else:
+            allowed = f"a known parameter ({prefix} is a value, not a section)"
+        self.key, self.value, self.allowed = key, None, allowed
+        ValueError.__init__(self, f"params: {key} is not a parameter: {allowed}")
 
 
 def grid(specs: list[str], params: dict) -> list[Point]:

@@ -64,9 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--point", action="append", default=[], metavar="'K=V K2=V2'",
                        help="an explicit point (repeatable), in addition to the grid")
     sweep.add_argument("--metric", dest="metrics", action="append", metavar="KEY",
-                       help="a metric column of the table, e.g. train.test_acc_mean "
-                       "(default: every metric that varies)")
-    sweep.add_argument("--plot", dest="plot_metric", metavar="KEY", help="metric to plot")
+                       help="a metric column of the table: a full key "
+                       "(sparsify.methods.geodesic.0.9.test_acc) or a short one that ends it "
+                       "(geodesic.0.9.test_acc, min_acc: every key ending so); default: the "
+                       "test-quality metrics that vary, never timing")
+    sweep.add_argument("--plot", dest="plot_metric", metavar="KEY",
+                       help="metric to plot, full or short (default: the first column)")
     sweep.add_argument("--id", dest="sweep_id", help="sweep id (default: time and random)")
     sweep.add_argument("-f", "--force", action="store_true", help="rerun every stage of every "
                        "point (default: stages whose inputs ran before come from DVC's run "
@@ -183,15 +186,22 @@ def main(argv: list[str] | None = None) -> int:
             result = reproduce(project=project, stages=args.stages or None, force=args.force)
             _print(result["metrics"])
         elif args.command == "sweep":
-            from pipelines.flows import sweep
+            from pipelines.overrides import check_sweep_id, expand, new_sweep_id
             from pipelines.serve import schedule
             _, overrides, metrics = schedule(project)  # params.yaml's sweep section
             given = bool(args.overrides or args.point)
-            result = sweep(overrides=args.overrides if given else overrides,
-                           points=[_point(p) for p in args.point], project=project,
-                           sweep_id=args.sweep_id, metrics=args.metrics or (
-                               None if given else metrics),
-                           plot_metric=args.plot_metric, force=args.force)
+            overrides = args.overrides if given else overrides
+            points = [_point(p) for p in args.point]
+            sweep_id = check_sweep_id(args.sweep_id or new_sweep_id())
+            expand(overrides, points, Path(project) / "params.yaml")  # before Prefect starts
+            from prefect import tags as prefect_tags
+
+            from pipelines.flows import sweep
+            with prefect_tags("sweep", f"sweep:{sweep_id}"):
+                result = sweep(overrides=overrides, points=points, project=project,
+                               sweep_id=sweep_id, metrics=args.metrics or (
+                                   None if given else metrics),
+                               plot_metric=args.plot_metric, force=args.force)
             print(result["table"])
         elif args.command == "serve":
             from pipelines.serve import serve

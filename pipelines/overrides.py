@@ -10,6 +10,9 @@ any compute.
 """
 from __future__ import annotations
 
+import random
+import re
+import time
 from pathlib import Path
 
 from geodesic.params import check_point, load_params
@@ -36,3 +39,16 @@ def expand(specs: list[str] | None, points: list[Point] | None,
 
 def describe(point: Point) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+SWEEP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+
+
+def new_sweep_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{random.randbytes(2).hex()}"
+
+
+def check_sweep_id(sweep_id: str) -> str:
+    if not SWEEP_ID.match(sweep_id):
+        raise ParamsError("sweep_id", sweep_id, "lowercase letters, digits and dashes")
+    return sweep_id

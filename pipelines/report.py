@@ -2,8 +2,9 @@
 and a bar chart of one metric per point.
 
 A row is ``{"point": i, "experiment": name, "overrides": {...}, "metrics": {...}, "error": str}``;
-the columns are the overridden keys, then the metrics (``<file stem>.<key>``) that vary across
-the points (the headline ones, those with at most one dot, first).
+the columns are the overridden keys, then the metrics (``<file stem>.<key>``): by default the
+test-quality ones that vary across the points (headline ones, those with at most one dot, first),
+never timing or compute.
 """
 from __future__ import annotations
 
@@ -13,13 +14,23 @@ import io
 MAX_MARKDOWN_METRICS = 10
 
 
+# what a method achieved on the test split (higher or lower is better), never what it spent
+QUALITY = ("test_acc", "test_acc_mean", "test_acc_min", "acc", "min_acc", "mean_acc",
+           "end_acc", "barrier", "bwt", "forgetting")
+
+
 def metric_columns(rows: list[dict], chosen: list[str] | None = None) -> list[str]:
-    if chosen:
-        return list(chosen)
+    """The metric columns: each ``chosen`` name as a full key or a short one (every key that
+    ends with ``.<name>``: ``geodesic.0.9.test_acc``, ``min_acc``); by default the quality
+    metrics (:data:`QUALITY`) that vary across the points, headline ones first, else every
+    metric that varies."""
     keys = sorted({k for row in rows for k in row["metrics"]},
                   key=lambda k: (k.count(".") > 1, k))
+    if chosen:
+        return [k for name in chosen for k in keys if k == name or k.endswith(f".{name}")]
     varying = [k for k in keys if len({row["metrics"].get(k) for row in rows}) > 1]
-    return varying or keys
+    quality = [k for k in varying if k.rsplit(".", 1)[-1] in QUALITY]
+    return quality or varying or keys
 
 
 def _cell(value) -> str:  # metrics: four significant digits
@@ -68,8 +79,8 @@ def figure(rows: list[dict], metric: str | None = None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = metric_columns(rows)
-    metric = metric or (columns[0] if columns else None)
+    columns = metric_columns(rows, [metric] if metric else None)
+    metric = columns[0] if columns else metric
     keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
     varying = [k for k in keys if len({str(row["overrides"].get(k)) for row in rows}) > 1]
     labels = [", ".join(f"{k}={row['overrides'].get(k)}" for k in varying) or str(row["point"])

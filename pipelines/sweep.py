@@ -18,8 +18,6 @@ git, so never copied in) are its own, and the MLflow store they share is opened 
 """
 from __future__ import annotations
 
-import random
-import re
 import time
 
 from prefect import flow, get_run_logger, task
@@ -29,18 +27,10 @@ from prefect.runtime import flow_run
 
 from geodesic import tracking
 from geodesic.params import load_params
-from geodesic.settings import ParamsError
 from pipelines import report
-from pipelines.overrides import Point, describe, expand
+from pipelines.overrides import Point, check_sweep_id, describe, expand, new_sweep_id
 from pipelines.project import CommandFailed, Project, SweepFailed
 from pipelines.reproduce import RETRY_DELAY_SECONDS, retry_transient
-
-SWEEP_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-
-
-def new_sweep_id() -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{random.randbytes(2).hex()}"
-
 
 @task(name="point", task_run_name="{name}", retries=1, retry_delay_seconds=RETRY_DELAY_SECONDS,
       retry_condition_fn=retry_transient, cache_policy=NONE)
@@ -52,7 +42,12 @@ def run_point(project: str, name: str, point: Point, env: dict[str, str],
     return proj.experiments().get(name, {}).get("metrics", {})
 
 
-@flow(name="sweep", description="Run parameter overrides as DVC experiments and compare them.")
+def _flow_run_name() -> str:
+    return f"sweep-{flow_run.parameters.get('sweep_id') or 'unnamed'}"
+
+
+@flow(name="sweep", description="Run parameter overrides as DVC experiments and compare them.",
+      flow_run_name=_flow_run_name)
 def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
           project: str = ".", sweep_id: str | None = None, metrics: list[str] | None = None,
           plot_metric: str | None = None, force: bool = False) -> dict:
@@ -67,15 +62,16 @@ def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
     "table": markdown}``."""
     proj = Project(project)
     todo = expand(overrides, points, proj.root / "params.yaml")
-    sweep_id = sweep_id or new_sweep_id()
-    if not SWEEP_ID.match(sweep_id):
-        raise ParamsError("sweep_id", sweep_id, "lowercase letters, digits and dashes")
+    sweep_id = check_sweep_id(sweep_id or new_sweep_id())
     tags = {"flow": "sweep", "sweep_id": sweep_id, "prefect_flow_run_id": str(flow_run.id or "")}
     params = {"overrides": "; ".join(overrides or []), "points": len(todo), "force": force}
     rows = []
     tracking.configure(load_params(proj.root / "params.yaml").tracking)
     with tracking.pipeline_run(f"sweep-{sweep_id}", proj.root, params, tags) as parent:
+        start = time.perf_counter()
         for i, point in enumerate(todo):
+            get_run_logger().info("sweep %s: point %d/%d (%s)%s", sweep_id, i + 1, len(todo),
+                                  describe(point), _eta(start, i, len(todo)))
             rows.append(_run(proj, sweep_id, i, point, force))
         table = report.markdown(rows, f"Sweep {sweep_id}", metrics)
         create_markdown_artifact(table, key=f"sweep-{sweep_id}",
@@ -87,6 +83,13 @@ def sweep(overrides: list[str] | None = None, points: list[dict] | None = None,
     if failed:
         raise SweepFailed("; ".join(f"{row['experiment']}: {row['error']}" for row in failed))
     return {"sweep_id": sweep_id, "run_id": parent.info.run_id, "rows": rows, "table": table}
+
+
+def _eta(start: float, done: int, total: int) -> str:
+    if done == 0:
+        return ""
+    per_point = (time.perf_counter() - start) / done
+    return f", {per_point:.0f} s a point, about {per_point * (total - done):.0f} s left"
 
 
 def _run(proj: Project, sweep_id: str, index: int, point: Point, force: bool) -> dict:

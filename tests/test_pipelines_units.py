@@ -49,6 +49,24 @@ def test_unknown_keys_and_bad_values_stop_the_sweep_before_compute(tmp_path):
     assert points == [{"train.lr": 0.1}, {"train.lr": 0.2}, {"sparsify.solver": "qp"}]
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("sparsify.eta=[0.1,", "sparsify.eta = '[0.1,' is not allowed: a YAML value"),
+    ("sparsify.etaa=[0.1,0.2]", "sparsify.etaa is not a parameter: a known parameter (did you "
+                                "mean sparsify.eta?); known here: sparsify.solver, sparsify.eta"),
+])
+def test_a_bad_sweep_spec_exits_2_with_one_line_before_prefect_starts(spec, message, capsys,
+                                                                       monkeypatch):
+    import types
+
+    from pipelines.__main__ import main
+    never = types.ModuleType("pipelines.flows")
+    never.sweep = lambda **_: pytest.fail("the sweep flow started")
+    monkeypatch.setitem(sys.modules, "pipelines.flows", never)
+    assert main(["-C", str(ROOT), "sweep", "-S", spec]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: params: {message}")
+
+
 def test_values_are_written_the_way_dvc_reads_them_back():
     assert [format_value(v) for v in ([0, 1], True, 0.05, "cg")] == ["[0, 1]", "true", "0.05",
                                                                      "cg"]
@@ -117,6 +135,25 @@ def test_comparison_table_lists_overrides_then_varying_headline_metrics():
     assert report.to_csv(rows).splitlines()[0] == ("point,experiment,sparsify.solver,"
                                                    "sparsify.acc,sparsify.seeds.0.acc,"
                                                    "train.acc,error")
+
+
+def test_the_default_comparison_shows_test_quality_never_timing_and_takes_short_names():
+    def row(i, acc, seconds):
+        return {"point": i, "experiment": f"s-p{i}", "overrides": {"sparsify.eta": 0.1 * i},
+                "metrics": {"sparsify.methods.geodesic.0.9.test_acc": acc,
+                            "sparsify.methods.geodesic.0.9.seconds": seconds,
+                            "sparsify.methods.imp.0.9.test_acc": 0.9,
+                            "connect.methods.bezier.min_acc": 0.8 + i / 100},
+                "error": None}
+    rows = [row(1, 0.95, 12.0), row(2, 0.96, 30.0)]
+    assert report.metric_columns(rows) == ["connect.methods.bezier.min_acc",
+                                           "sparsify.methods.geodesic.0.9.test_acc"]
+    assert report.metric_columns(rows, ["geodesic.0.9.test_acc"]) == [
+        "sparsify.methods.geodesic.0.9.test_acc"]
+    assert report.metric_columns(rows, ["test_acc"]) == [
+        "sparsify.methods.geodesic.0.9.test_acc", "sparsify.methods.imp.0.9.test_acc"]
+    fig = report.figure(rows, "seconds")
+    assert fig.axes[0].get_ylabel() == "sparsify.methods.geodesic.0.9.seconds"
 
 
 @pytest.mark.parametrize("command", ["repro", "sweep", "serve", "deploy", "ui", "sync",
