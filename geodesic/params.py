@@ -37,6 +37,13 @@ class PresetSettings:
         """``<data>_<model>``: the name of the tuned group file and of the results folder."""
         return f"{self.data or 'custom'}_{self.model or 'custom'}"
 
+    @property
+    def label(self) -> str:
+        """``<data>_<model> <scale>`` as run names show it; empty when not composed."""
+        if not (self.data or self.model or self.scale):
+            return ""
+        return f"{self.name} {self.scale}".strip()
+
 
 @dataclass
 class DataSettings:

@@ -53,6 +53,9 @@ PIPELINE_EXPERIMENT = "pipeline"
 INTENDED_TAG = "intended_tracking_uri"  # on offline runs: the server they were meant for
 _settings = None  # the ``tracking`` section in force in this process (see configure)
 DVC_EXP_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline"}
+# MLflow 3 opens an experiment in its model-training view (runs table, charts) with this kind,
+# instead of guessing the GenAI view
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -117,17 +120,19 @@ def experiment_id(name: str, artifacts: Path, client: MlflowClient | None = None
     where it is configured to."""
     client = client or MlflowClient()
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    local = client.tracking_uri.startswith("sqlite:")
-    kwargs = {"artifact_location": (artifacts / name).as_uri()} if local else {}
-    try:
-        return client.create_experiment(name, **kwargs)
-    except MlflowException:  # a concurrent run created it since we looked
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        local = client.tracking_uri.startswith("sqlite:")
+        kwargs = {"artifact_location": (artifacts / name).as_uri()} if local else {}
+        try:
+            return client.create_experiment(name, tags=EXPERIMENT_TAGS, **kwargs)
+        except MlflowException:  # a concurrent run created it since we looked
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    for key, value in EXPERIMENT_TAGS.items():  # a store made before the tag existed
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def extra_tags() -> dict[str, str]:
@@ -204,19 +209,30 @@ def _inherited(parent) -> dict[str, str]:
     return {k: v for k, v in parent.data.tags.items() if k == INTENDED_TAG}
 
 
+def run_name(stage: str, preset: str, tags: dict[str, str]) -> str:
+    """``<stage> <preset>`` and what distinguishes the run from its siblings: a sweep point's
+    overrides, else the DVC experiment's name."""
+    distinct = tags.get("overrides") or tags.get("dvc_exp_name")
+    return " ".join(p for p in (stage, preset, f"[{distinct}]" if distinct else "") if p)
+
+
 @contextmanager
-def stage_run(stage: str, params: dict, experiment: str | None = None):
-    """One MLflow run for one stage execution; yields the active run. When the tracking server
-    is down, raises :class:`TrackingUnavailable` at once or records offline (:func:`configure`)."""
+def stage_run(stage: str, params: dict, experiment: str | None = None, preset: str = ""):
+    """One MLflow run for one stage execution, named by :func:`run_name`; yields the active run.
+    When the tracking server is down, raises :class:`TrackingUnavailable` at once or records
+    offline (:func:`configure`)."""
     artifacts, store_tags = _open_store(None)
     exp = experiment_id(experiment or stage, artifacts)
     mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
             **extra_tags(), **store_tags}
+    if preset:
+        tags["preset"] = preset
     parent = os.environ.get("GEODESIC_PARENT_RUN_ID")
     if parent:
         tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(experiment_id=exp, run_name=stage, tags=tags) as run:
+    with mlflow.start_run(experiment_id=exp, run_name=run_name(stage, preset, tags),
+                          tags=tags) as run:
         _log_params(params)
         yield run
 
@@ -257,6 +273,19 @@ def method_run(name: str, params: dict | None = None):
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=step)
+
+
+def log_headline(figures: dict[str, float], histories: dict[str, list[tuple[int, float]]]
+                 ) -> None:
+    """The figures of :mod:`geodesic.headline` in the active run: each figure its latest value,
+    each history one metric with a value per step (the chart view draws it as a line)."""
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in figures.items()]
+    batch += [Metric(k, float(v), now, step) for k, points in histories.items()
+              for step, v in points]
+    client, run_id = MlflowClient(), mlflow.active_run().info.run_id
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start:start + 1000])
 
 
 def set_tags(tags: dict[str, str]) -> None:

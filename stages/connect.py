@@ -26,6 +26,7 @@ from geodesic.connect_report import plot_paths, plot_plane, rows, summary, write
 from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, plane_landscape,
                                   run_curve, run_geodesic, score_point, trace_curve)
 from geodesic.device import resolve_device
+from geodesic.headline import connect_headline
 from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
@@ -53,7 +54,8 @@ def connect_stage(params: Params) -> None:
                      c.metric_batch, align_seed=c.seed)
     resume = checkpoint_dir("connect", params, SECTIONS,
                             (DATASET.parent, *(model_file(seed) for seed in c.seeds)))
-    with tracking.stage_run("connect", params_dict(params, *SECTIONS)):
+    with tracking.stage_run("connect", params_dict(params, *SECTIONS),
+                            preset=params.preset.label):
         first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
         ends_scores = {"w1_test_acc": first["test_acc"], "w2_test_acc": second["test_acc"],
                        "w1_test_loss": first["test_loss"], "w2_test_loss": second["test_loss"]}
@@ -106,7 +108,9 @@ def _baseline(name: str, ends, c, directory):
 
 
 def _report(ends, results, plane, bezier, c, ends_scores) -> None:
-    write_json(METRICS / "connect.json", summary(ends_scores, results))
+    doc = summary(ends_scores, results)
+    write_json(METRICS / "connect.json", doc)
+    tracking.log_headline(*connect_headline(doc))
     write_csv(PLOTS / "connect.csv", rows(results))
     plot_paths(results, FIGURES / "paths.png")
     tracking.log_artifact(FIGURES / "paths.png", "figures")

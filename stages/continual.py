@@ -22,6 +22,7 @@ from geodesic import tracking
 from geodesic.continual_report import heat_maps, matrix_rows, method_entry, write_csv
 from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
 from geodesic.device import resolve_device
+from geodesic.headline import continual_headline
 from geodesic.io import write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError
@@ -69,13 +70,14 @@ def continual_stage(params: Params) -> None:
     depends = params_dict(params, "data", "model", "continual")
     folder = checkpoint_dir("continual", params, ("data", "model", "continual"), (DATASET.parent,))
     doc = {"benchmark": c.benchmark, "n_tasks": c.n_tasks, "scenarios": {}}
-    with tracking.stage_run("continual", depends):
+    with tracking.stage_run("continual", depends, preset=params.preset.label):
         for scenario in c.scenarios:
             doc["scenarios"][scenario] = {"methods": {
                 name: run_method(params, data, tasks, scenario, name, folder, device)
                 for name in ["geodesic", *c.baselines]}}
         publish(folder, PATHS / "continual")
         write_json(METRICS / "continual.json", doc)
+        tracking.log_headline(*continual_headline(doc))
         write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")
         for file in [METRICS / "continual.json", PLOTS / "continual_matrix.csv",
                      *heat_maps(doc, PLOTS / "continual")]:

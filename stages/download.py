@@ -36,7 +36,8 @@ def download_stage(params: Params) -> None:
                           "download stage's DVC output, e.g. data/raw); name a folder elsewhere "
                           "as data.source")
     with tracking.stage_run("download", {"data": {"name": d.name, "source": d.source,
-                                                  "root": d.root}}):
+                                                  "root": d.root}},
+                            preset=params.preset.label):
         shutil.rmtree(d.root, ignore_errors=True)
         source = d.source  # a relative folder: from the project root, also in `dvc exp --temp`
         if source != DOWNLOAD and not Path(source).is_absolute():

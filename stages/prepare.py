@@ -12,7 +12,8 @@ from stages.common import DATASET, main, params_dict
 
 def prepare(params: Params) -> None:
     d = params.data
-    with tracking.stage_run("prepare", params_dict(params, "data")):
+    with tracking.stage_run("prepare", params_dict(params, "data"),
+                            preset=params.preset.label):
         ds = load_dataset(d.name, d.root, d.val_fraction, d.seed, d.train_limit, d.test_limit,
                           d.size)
         save_dataset(ds, DATASET)

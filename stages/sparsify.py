@@ -27,6 +27,7 @@ import torch
 from geodesic import tracking
 from geodesic.device import resolve_device
 from geodesic.evaluate import accuracy
+from geodesic.headline import sparsify_headline
 from geodesic.io import atomic_write, save_tensors, write_json
 from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
@@ -70,7 +71,8 @@ def sparsify_stage(params: Params) -> None:
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
     resume = checkpoint_dir("sparsify", params, SECTIONS, (DATASET.parent, model_file(s.seed)))
     levels = [repr(float(p)) for p in s.levels]
-    with tracking.stage_run("sparsify", params_dict(params, *SECTIONS)):
+    with tracking.stage_run("sparsify", params_dict(params, *SECTIONS),
+                            preset=params.preset.label):
         tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})
         for method in s.methods:
             with tracking.method_run(method, {"method": method}):
@@ -93,6 +95,7 @@ def sparsify_stage(params: Params) -> None:
                                  {"level": levels[-1], "method": method})
                     tracking.log_artifact(OUTPUTS / f"{method}.safetensors", "model")
         write_json(METRICS / "sparsify.json", table)
+        tracking.log_headline(*sparsify_headline(table))
         write_plots(table, levels)
         tracking.log_artifact(PLOTS / "sparsify.png")
         tracking.log_artifact(PLOTS / "sparsify.csv")

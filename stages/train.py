@@ -27,7 +27,8 @@ def train_stage(params: Params) -> None:
     data = load_data(params)
     results = {}
     ckpt = checkpoint_dir("train", params, ("model", "train"), (DATASET.parent,))
-    with tracking.stage_run("train", params_dict(params, "data", "model", "train")):
+    with tracking.stage_run("train", params_dict(params, "data", "model", "train"),
+                            preset=params.preset.label):
         for seed in t.seeds:
             cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
                               t.batch_size, seed)

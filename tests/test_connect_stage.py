@@ -79,6 +79,10 @@ def check_outputs(tmp_path, metrics):
     children = client.search_runs(experiments,
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert {r.data.tags["method"] for r in children} == METHODS
+    for method in METHODS:  # the stage's own run compares the methods
+        for quantity in ("min_acc", "barrier", "grad_evals"):
+            assert parent.data.metrics[f"{method}.{quantity}"] == pytest.approx(
+                metrics["methods"][method][quantity])
     geodesic = next(r for r in children if r.data.tags["method"] == "geodesic")
     history = client.get_metric_history(geodesic.info.run_id, "step_norm")
     assert len(history) == metrics["methods"]["geodesic"]["steps"]

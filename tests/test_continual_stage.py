@@ -75,6 +75,17 @@ def test_digits_stage_writes_metrics_plots_and_mlflow_runs(tmp_path, monkeypatch
     assert len(checkpoints) >= 4
     results = [a.path for a in client.list_artifacts(parent[0].info.run_id, "results")]
     assert "results/continual.json" in results
+    figures = parent[0].data.metrics
+    for scenario in ("task-il", "class-il"):
+        for method in METHODS:
+            entry = doc["scenarios"][scenario]["methods"][method]
+            assert figures[f"{scenario}.{method}.acc"] == pytest.approx(entry["acc"])
+            line = client.get_metric_history(parent[0].info.run_id,
+                                              f"{scenario}.{method}.acc_seen")
+            seen = sorted((m.step, m.value) for m in line)
+            assert [t for t, _ in seen] == list(range(5))
+            assert seen[-1][1] == pytest.approx(entry["acc"])  # all tasks seen: ACC
+            assert seen[0][1] == pytest.approx(entry["matrix"][0][0])
 
 
 def test_split_needs_a_divisor_of_the_classes(tmp_path, monkeypatch, tracking_uri):

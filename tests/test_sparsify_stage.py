@@ -82,6 +82,22 @@ def check_mlflow(tmp_path):
     assert "checkpoints/step-000002" in folders
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
     assert "sparsify.png" in artifacts
+    # the stage's own run compares the methods: a figure per method and level, one
+    # accuracy-against-sparsity line per method (step = sparsity in per mille)
+    experiment = client.get_experiment_by_name("sparsify")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = parents[0]
+    assert parent.info.run_name == "sparsify"  # params written by hand: no preset to name
+    table = json.loads(open("metrics/sparsify.json").read())
+    for method in SPARSIFY_METHODS:
+        for level in ("0.5", "0.9"):
+            assert parent.data.metrics[f"{method}.test_acc.{level}"] == pytest.approx(
+                table["methods"][method][level]["test_acc"])
+        assert parent.data.metrics[f"{method}.grad_evals"] == pytest.approx(
+            table["methods"][method]["0.9"]["grad_evals"])
+        line = client.get_metric_history(parent.info.run_id, f"{method}.test_acc")
+        assert sorted(m.step for m in line) == [
+            round(1000 * table["methods"][method][lv]["sparsity"]) for lv in ("0.5", "0.9")]
 
 
 def test_mnist_mlp_by_params_alone(project):

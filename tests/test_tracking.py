@@ -134,3 +134,11 @@ def test_system_metrics_option_samples_the_stage_run(store, monkeypatch):
     logged = client.get_run(run.info.run_id).data.metrics
     assert "system/cpu_utilization_percentage" in logged
     assert "system/system_memory_usage_megabytes" in logged
+
+
+def test_stage_runs_are_named_by_stage_preset_and_what_sets_them_apart():
+    assert tracking.run_name("sparsify", "mnist_real_mlp cpu", {}) == "sparsify mnist_real_mlp cpu"
+    assert tracking.run_name("connect", "digits_mlp cpu", {
+        "overrides": "connect.eta=0.5", "dvc_exp_name": "s-p0"}) == (
+        "connect digits_mlp cpu [connect.eta=0.5]")
+    assert tracking.run_name("train", "", {"dvc_exp_name": "exp-1"}) == "train [exp-1]"

@@ -1,0 +1,53 @@
+"""The figures a stage's own MLflow run carries, read from the metrics document it writes, so
+that the runs table and the chart view compare methods without opening nested runs.
+
+Each function returns ``(figures, histories)``:
+
+- ``figures``: one value per method and headline quantity, keyed ``<method>.<quantity>``
+  (sparsify: ``geodesic.test_acc.0.9`` per level, ``geodesic.grad_evals`` at the last level;
+  continual: ``class-il.geodesic.acc``, ``.forgetting``, ``.grad_evals``; connect:
+  ``bezier.min_acc``, ``.barrier``, ``.grad_evals``);
+- ``histories``: ``{key: [(step, value), ...]}``, one line per method in the chart view
+  (sparsify: ``geodesic.test_acc`` at step = sparsity in per mille, 900 for 0.9; continual:
+  ``class-il.geodesic.acc_seen``, the mean test accuracy over the tasks learned so far,
+  at step = the index of the task just learned).
+"""
+from __future__ import annotations
+
+Figures = dict[str, float]
+Histories = dict[str, list[tuple[int, float]]]
+
+
+def sparsify_headline(doc: dict) -> tuple[Figures, Histories]:
+    figures: Figures = {"dense.test_acc": doc["dense"]["test_acc"]}
+    histories: Histories = {}
+    for method, levels in doc["methods"].items():
+        for level, row in levels.items():
+            figures[f"{method}.test_acc.{level}"] = row["test_acc"]
+        if levels:
+            figures[f"{method}.grad_evals"] = list(levels.values())[-1]["grad_evals"]
+        histories[f"{method}.test_acc"] = [(round(1000 * row["sparsity"]), row["test_acc"])
+                                           for row in levels.values()]
+    return figures, histories
+
+
+def continual_headline(doc: dict) -> tuple[Figures, Histories]:
+    figures: Figures = {}
+    histories: Histories = {}
+    for scenario, block in doc["scenarios"].items():
+        for method, entry in block["methods"].items():
+            key = f"{scenario}.{method}"
+            for quantity in ("acc", "forgetting", "grad_evals"):
+                figures[f"{key}.{quantity}"] = entry[quantity]
+            histories[f"{key}.acc_seen"] = [(t, sum(row[:t + 1]) / (t + 1))
+                                            for t, row in enumerate(entry["matrix"])]
+    return figures, histories
+
+
+def connect_headline(doc: dict) -> tuple[Figures, Histories]:
+    figures: Figures = {f"endpoints.{k}": v for k, v in doc["endpoints"].items()
+                        if k in ("w1_test_acc", "w2_test_acc")}
+    for method, row in doc["methods"].items():
+        for quantity in ("min_acc", "barrier", "grad_evals"):
+            figures[f"{method}.{quantity}"] = row[quantity]
+    return figures, {}
