@@ -217,17 +217,19 @@ def run_name(stage: str, preset: str, tags: dict[str, str]) -> str:
 
 
 @contextmanager
-def stage_run(stage: str, params: dict, experiment: str | None = None, preset: str = ""):
+def stage_run(stage: str, params: dict, experiment: str | None = None, preset: str = "",
+              resumed_from: str = ""):
     """One MLflow run for one stage execution, named by :func:`run_name`; yields the active run.
-    When the tracking server is down, raises :class:`TrackingUnavailable` at once or records
-    offline (:func:`configure`)."""
+    ``resumed_from``: the checkpoint folder an earlier, interrupted execution left (tag
+    ``resumed_from``: its nested runs hold only what was computed after it). When the tracking
+    server is down, raises :class:`TrackingUnavailable` at once or records offline
+    (:func:`configure`)."""
     artifacts, store_tags = _open_store(None)
     exp = experiment_id(experiment or stage, artifacts)
     mlflow.set_experiment(experiment_id=exp)  # nested method runs land in the same experiment
     tags = {"stage": stage, "git_commit": git_commit(), "params_hash": params_hash(params),
             **extra_tags(), **store_tags}
-    if preset:
-        tags["preset"] = preset
+    tags.update({k: v for k, v in (("preset", preset), ("resumed_from", resumed_from)) if v})
     parent = os.environ.get("GEODESIC_PARENT_RUN_ID")
     if parent:
         tags["mlflow.parentRunId"] = parent

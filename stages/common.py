@@ -39,6 +39,11 @@ def checkpoint_dir(stage: str, params: Params, sections: tuple[str, ...],
     return folder
 
 
+def resumed_from(folder: Path) -> str:
+    """``folder`` when an earlier execution left checkpoints in it, else empty (for the tag)."""
+    return str(folder) if folder.exists() else ""
+
+
 def code_hash() -> str:
     """The sha256 of the sources of the library and the stages (``geodesic/``, ``stages/``)."""
     import hashlib

@@ -31,7 +31,7 @@ from geodesic.io import save_tensors, write_json
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
-                           load_data, main, model_file, params_dict, publish)
+                           load_data, main, model_file, params_dict, publish, resumed_from)
 
 log = logging.getLogger("stages.connect")
 OUT = PATHS / "connect"
@@ -55,7 +55,8 @@ def connect_stage(params: Params) -> None:
     resume = checkpoint_dir("connect", params, SECTIONS,
                             (DATASET.parent, *(model_file(seed) for seed in c.seeds)))
     with tracking.stage_run("connect", params_dict(params, *SECTIONS),
-                            preset=params.preset.label):
+                            preset=params.preset.label,
+                            resumed_from=resumed_from(resume)):
         first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
         ends_scores = {"w1_test_acc": first["test_acc"], "w2_test_acc": second["test_acc"],
                        "w1_test_loss": first["test_loss"], "w2_test_loss": second["test_loss"]}

@@ -28,7 +28,7 @@ from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main,
-                           params_dict, publish)
+                           params_dict, publish, resumed_from)
 
 log = logging.getLogger("stages.continual")
 
@@ -70,7 +70,8 @@ def continual_stage(params: Params) -> None:
     depends = params_dict(params, "data", "model", "continual")
     folder = checkpoint_dir("continual", params, ("data", "model", "continual"), (DATASET.parent,))
     doc = {"benchmark": c.benchmark, "n_tasks": c.n_tasks, "scenarios": {}}
-    with tracking.stage_run("continual", depends, preset=params.preset.label):
+    with tracking.stage_run("continual", depends, preset=params.preset.label,
+                            resumed_from=resumed_from(folder)):
         for scenario in c.scenarios:
             doc["scenarios"][scenario] = {"methods": {
                 name: run_method(params, data, tasks, scenario, name, folder, device)

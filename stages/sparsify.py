@@ -33,7 +33,7 @@ from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
-                           load_data, main, model_file, params_dict, publish)
+                           load_data, main, model_file, params_dict, publish, resumed_from)
 
 log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
@@ -72,7 +72,8 @@ def sparsify_stage(params: Params) -> None:
     resume = checkpoint_dir("sparsify", params, SECTIONS, (DATASET.parent, model_file(s.seed)))
     levels = [repr(float(p)) for p in s.levels]
     with tracking.stage_run("sparsify", params_dict(params, *SECTIONS),
-                            preset=params.preset.label):
+                            preset=params.preset.label,
+                            resumed_from=resumed_from(resume)):
         tracking.log_metrics({"dense_test_acc": dense_test, "dense_val_acc": dense_val})
         for method in s.methods:
             with tracking.method_run(method, {"method": method}):

@@ -118,6 +118,15 @@ def test_mnist_mlp_by_params_alone(project):
     assert again["methods"]["geodesic"] == {
         k: {**v, "seconds": again["methods"]["geodesic"][k]["seconds"]}
         for k, v in metrics["methods"]["geodesic"].items()}
+    import mlflow
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    first, second = sorted(client.search_runs(
+        [client.get_experiment_by_name("sparsify").experiment_id], "tags.stage = 'sparsify'"),
+        key=lambda r: r.info.start_time)
+    assert "resumed_from" not in first.data.tags
+    assert second.data.tags["resumed_from"].startswith("checkpoints/sparsify/")
+    assert second.data.metrics["geodesic.test_acc.0.9"] == first.data.metrics[
+        "geodesic.test_acc.0.9"]  # the resumed run is as complete as the first
 
 
 @pytest.mark.slow
