@@ -308,7 +308,8 @@ def log_figure(figure, artifact_file: str) -> None:
 
 def register_model(model, example, name: str, alias: str | None = None) -> str:
     """Log ``model`` in the active run with the signature of ``model(example)`` and register it
-    as a new version of ``name``; ``alias`` (e.g. ``mlp-seed0``) then points at that version.
+    as a new version of ``name``; ``alias`` (e.g. ``mlp-seed0``) then points at that version,
+    which carries the stage run's ``stage``, ``preset``, ``params_hash`` and ``git_commit`` tags.
     Returns the version. Stored in torch.export's ``pt2`` format, so loading it
     (``mlflow.pytorch.load_model("models:/<name>@<alias>")``) runs no pickled code. Runs of a
     sweep (tag ``sweep_id``) register versions but leave the aliases where they are."""
@@ -326,7 +327,12 @@ def register_model(model, example, name: str, alias: str | None = None) -> str:
                                     registered_model_name=name)
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in extra_tags().items():
+    run_tags = client.get_run(mlflow.active_run().info.run_id).data.tags
+    if "stage" not in run_tags and "mlflow.parentRunId" in run_tags:  # a method run
+        run_tags = client.get_run(run_tags["mlflow.parentRunId"]).data.tags
+    inherited = {k: run_tags[k] for k in ("stage", "preset", "params_hash", "git_commit")
+                 if k in run_tags}
+    for key, value in {**inherited, **extra_tags()}.items():
         client.set_model_version_tag(name, version, key, value)
     if alias and "sweep_id" not in extra_tags():
         client.set_registered_model_alias(name, alias, version)

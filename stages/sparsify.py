@@ -17,6 +17,7 @@ the per-level table.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
@@ -40,6 +41,12 @@ OUTPUTS = Path("outputs/sparsify")
 SECTIONS = ("data", "model", "train", "sparsify")
 
 
+
+
+def sparse_alias(level: str) -> str:
+    """The registry alias of a network at sparsity ``level``: ``sparse-90`` for 0.9 (aliases take
+    no dots: ``sparse-99_5`` for 0.995)."""
+    return f"sparse-{100 * float(level):g}".replace(".", "_")
 
 
 def write_plots(table: dict, levels: list[str]) -> None:
@@ -95,6 +102,10 @@ def sparsify_stage(params: Params) -> None:
                     save_tensors(OUTPUTS / f"{method}.safetensors", state,
                                  {"level": levels[-1], "method": method})
                     tracking.log_artifact(OUTPUTS / f"{method}.safetensors", "model")
+                    sparse = copy.deepcopy(model)
+                    sparse.load_state_dict(state)
+                    tracking.register_model(sparse, ctx.split("test").x[:8],
+                                            f"sparsify-{method}", alias=sparse_alias(levels[-1]))
         write_json(METRICS / "sparsify.json", table)
         tracking.log_headline(*sparsify_headline(table))
         write_plots(table, levels)

@@ -95,6 +95,8 @@ def check_mlflow(tmp_path):
                 table["methods"][method][level]["test_acc"])
         assert parent.data.metrics[f"{method}.grad_evals"] == pytest.approx(
             table["methods"][method]["0.9"]["grad_evals"])
+        version = client.get_model_version_by_alias(f"sparsify-{method}", "sparse-90")
+        assert version.tags["params_hash"] == parent.data.tags["params_hash"]
         line = client.get_metric_history(parent.info.run_id, f"{method}.test_acc")
         assert sorted(m.step for m in line) == [
             round(1000 * table["methods"][method][lv]["sparsity"]) for lv in ("0.5", "0.9")]
