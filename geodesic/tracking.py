@@ -46,9 +46,9 @@ from mlflow.tracking import MlflowClient
 
 from geodesic.errors import TrackingUnavailable
 from geodesic.settings import flatten
+from geodesic.tracking_relocate import ARTIFACT_DIR, relocate
 
 DEFAULT_DB = "mlflow.db"
-ARTIFACT_DIR = "mlartifacts"
 PIPELINE_EXPERIMENT = "pipeline"
 INTENDED_TAG = "intended_tracking_uri"  # on offline runs: the server they were meant for
 _settings = None  # the ``tracking`` section in force in this process (see configure)
@@ -98,18 +98,27 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def open_store(uri: str) -> None:
+def open_store(uri: str, artifacts: Path | None = None) -> None:
     """Open the tracking store at ``uri`` once, so that it exists. A SQLite store is opened
     under an exclusive lock on ``<database>.lock``: processes that open a new database at the
     same moment (two sweep points, two stages) would otherwise all run its schema migrations,
-    and all but one fail."""
+    and all but one fail. When ``artifacts`` lies beside the database (the project's own store,
+    the offline store), a store copied or moved with its project is relocated first
+    (:mod:`geodesic.tracking_relocate`); a store named elsewhere is left as it is."""
     if not uri.startswith("sqlite:///"):
         return
     import fcntl
-    lock = Path(f"{uri[len('sqlite:///'):].split('?')[0]}.lock")
+    database = Path(uri[len("sqlite:///"):].split("?")[0])
+    lock = Path(f"{database}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        beside = artifacts is not None and artifacts.resolve() == (
+            database.resolve().parent / ARTIFACT_DIR)
+        moved_from = relocate(database) if beside and database.exists() else None
+        if moved_from is not None:
+            print(f"MLflow store {database}: made in {moved_from}, artifact locations now "
+                  f"under {database.parent}", file=sys.stderr, flush=True)
         MlflowClient(uri)  # creates the tables of a new database
 
 
@@ -194,13 +203,13 @@ def _open_store(root: Path | None) -> tuple[Path, dict[str, str]]:
         folder = offline_store(_settings, root)
         folder.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(sqlite_uri(folder))
-        open_store(sqlite_uri(folder))
+        open_store(sqlite_uri(folder), folder / ARTIFACT_DIR)
         print(f"MLflow tracking server {uri} does not answer: recording offline in {folder}; "
               f"upload with `geodesic sync` (python -m pipelines sync) once it is back",
               file=sys.stderr, flush=True)
         return folder / ARTIFACT_DIR, {INTENDED_TAG: uri}
     mlflow.set_tracking_uri(uri)
-    open_store(uri)
+    open_store(uri, project_root(root) / ARTIFACT_DIR)
     return project_root(root) / ARTIFACT_DIR, {}
 
 

@@ -296,10 +296,11 @@ def _ui(project: str, port: int | None, prefect: bool) -> int:
         os.environ.update(PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
                           PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")
     else:
-        from geodesic.tracking import tracking_uri
-        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
-               tracking_uri(Path(project)), "--host", "127.0.0.1", "--port", str(port or 5000),
-               "--workers", "1"]
+        from geodesic.tracking import ARTIFACT_DIR, open_store, tracking_uri
+        uri = tracking_uri(Path(project))
+        open_store(uri, Path(project) / ARTIFACT_DIR)  # a moved project: its locations follow
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port or 5000), "--workers", "1"]
         os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs
     print(" ".join(cmd), flush=True)
     os.chdir(project)

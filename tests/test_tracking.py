@@ -142,3 +142,44 @@ def test_stage_runs_are_named_by_stage_preset_and_what_sets_them_apart():
         "overrides": "connect.eta=0.5", "dvc_exp_name": "s-p0"}) == (
         "connect digits_mlp cpu [connect.eta=0.5]")
     assert tracking.run_name("train", "", {"dvc_exp_name": "exp-1"}) == "train [exp-1]"
+
+
+def test_a_copied_project_reads_its_old_runs_and_writes_new_artifacts_into_the_copy(
+        tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("GEODESIC_PARENT_RUN_ID", raising=False)
+    monkeypatch.setattr(tracking, "git_commit", lambda root=None: "unknown")
+    first, copy = tmp_path / "project", tmp_path / "moved" / "project"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    with tracking.stage_run("sparsify", {"a": 1}) as run:
+        tracking.log_text("before the move", "note.txt")
+    old_run = run.info.run_id
+    mlflow.set_tracking_uri(None)
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)  # nothing may still point at the old folder
+    monkeypatch.chdir(copy)
+    with tracking.stage_run("sparsify", {"a": 2}) as run:
+        tracking.log_text("after the move", "note.txt")
+    client = MlflowClient(tracking.sqlite_uri(copy))
+    for run_id, text in ((old_run, "before the move"), (run.info.run_id, "after the move")):
+        artifact_uri = client.get_run(run_id).info.artifact_uri
+        assert artifact_uri.startswith(f"file://{copy}/mlartifacts/sparsify/")
+        assert Path(client.download_artifacts(run_id, "note.txt", str(tmp_path))).read_text() \
+            == text
+    assert not first.exists()
+
+
+def test_a_store_named_outside_the_project_is_never_relocated(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "git_commit", lambda root=None: "unknown")
+    monkeypatch.delenv("GEODESIC_PARENT_RUN_ID", raising=False)
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.sqlite_uri(shared))
+    for _ in range(2):  # the second open must not move the artifacts to shared/mlartifacts
+        with tracking.stage_run("train", {"a": 1}) as run:
+            tracking.log_text("x", "note.txt")
+        assert run.info.artifact_uri.startswith(f"file://{project}/mlartifacts/train/")
+    mlflow.set_tracking_uri(None)

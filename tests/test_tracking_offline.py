@@ -112,7 +112,7 @@ def test_stages_record_offline_then_sync_uploads_every_run_once(tmp_path, monkey
     assert (cwd / "models/seed1.safetensors").exists()
     offline = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     runs = all_runs(offline)
-    assert sorted(r.info.run_name for r in runs) == ["seed0", "seed1", "train"]
+    assert sorted(r.info.run_name for r in runs) == ["seed0", "seed1", "train digits_mlp cpu"]
     assert all(r.data.tags["intended_tracking_uri"] == uri for r in runs)
     assert (store / "mlartifacts" / "train").is_dir()
 
@@ -139,7 +139,7 @@ def test_stages_record_offline_then_sync_uploads_every_run_once(tmp_path, monkey
         for offline_run in runs:
             check_copy(offline, remote, offline_run, copies, tmp_path)
         seeds = [remote.get_run(copies[r.info.run_id]) for r in runs if "seed" in r.info.run_name]
-        train = next(r for r in runs if r.info.run_name == "train")
+        train = next(r for r in runs if r.data.tags.get("stage") == "train")
         assert {s.data.tags["mlflow.parentRunId"] for s in seeds} == {copies[train.info.run_id]}
         assert [m.step for m in remote.get_metric_history(seeds[0].info.run_id,
                                                           "val_acc")] == [1, 2]
