@@ -197,6 +197,14 @@ def test_plot_templates_render_in_dvc_plots(tmp_path):
         ("geodesic", "0"), ("line", "0"), ("geodesic", "10"), ("line", "10")}
 
 
+def test_every_figure_the_stages_write_is_a_dvc_image_plot():
+    """`dvc plots show` on the project lists each committed PNG as an image (offline)."""
+    shown = Project(ROOT).dvc_json("plots", "show")
+    images = {k for k, v in shown["data"].items() if v and v[0].get("type") == "image"}
+    pngs = {str(p.relative_to(ROOT)) for p in (ROOT / "plots").rglob("*.png")}
+    assert pngs and pngs <= images
+
+
 @pytest.mark.slow
 def test_a_fresh_clone_pulls_recorded_outputs_from_the_dvc_remote_instead_of_rerunning(tmp_path):
     env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
