@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from itertools import takewhile
 from pathlib import Path
 
 import yaml
@@ -240,15 +241,19 @@ def _trials(study, count: int) -> list[dict]:
 
 
 def write_tuned(root: Path, preset: str, application: str, chosen: dict[str, dict]) -> Path:
-    """Merge the chosen values of every method into ``conf/tuned/<preset>.yaml``."""
+    """Merge the chosen values of every method into ``conf/tuned/<preset>.yaml``, keeping the
+    comment lines that head an existing file (where its values came from)."""
     file = root / TUNED / f"{preset}.yaml"
-    doc = (yaml.safe_load(file.read_text()) if file.exists() else None) or {}
+    text = file.read_text() if file.exists() else ""
+    doc = yaml.safe_load(text) or {}
     section = doc.setdefault(application, {})
     for values in chosen.values():
         section.update(values)
     file.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# @package _global_\n# Hyperparameters chosen on the validation split by "
-              "`geodesic tune` (results/<preset>/tuning/ has the trials).\n")
+    kept = "".join(line for line in takewhile(lambda ln: ln.startswith("#"),
+                                               text.splitlines(keepends=True)))
+    header = kept or ("# @package _global_\n# Hyperparameters chosen on the validation split by "
+                      "`geodesic tune` (results/<preset>/tuning/ has the trials).\n")
     file.write_text(header + yaml.safe_dump(doc, sort_keys=True))
     return file
 

@@ -166,3 +166,16 @@ def test_bad_requests_are_refused_before_anything_runs(project):
         assert err.value.key == key
     assert check_request("sparsify", params, ["magnitude_finetune", "geodesic"], 5) == [
         "geodesic", "magnitude_finetune"]
+
+
+def test_writing_tuned_values_keeps_the_file_s_own_header_and_its_other_sections(tmp_path):
+    from pipelines.tune import write_tuned
+    file = tmp_path / "conf" / "tuned" / "p.yaml"
+    file.parent.mkdir(parents=True)
+    file.write_text("# @package _global_\n# values transferred from another preset\n"
+                    "connect:\n  eta: 0.5\nsparsify:\n  eta: 0.3\n")
+    write_tuned(tmp_path, "p", "sparsify", {"geodesic": {"eta": 0.4}, "imp": {"imp_lr": 0.1}})
+    text = file.read_text()
+    assert text.startswith("# @package _global_\n# values transferred from another preset\n")
+    assert yaml.safe_load(text) == {"connect": {"eta": 0.5},
+                                    "sparsify": {"eta": 0.4, "imp_lr": 0.1}}
