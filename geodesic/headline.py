@@ -51,3 +51,46 @@ def connect_headline(doc: dict) -> tuple[Figures, Histories]:
         for quantity in ("min_acc", "barrier", "grad_evals"):
             figures[f"{method}.{quantity}"] = row[quantity]
     return figures, {}
+
+
+def _compact(quality: dict[str, float]) -> Figures:
+    """``{method: quality}`` -> the three numbers of a compact metrics file: the geodesic's,
+    the best baseline's (every method whose name does not start with ``geodesic``) and the
+    margin between them (positive: the geodesic leads)."""
+    baselines = [v for m, v in quality.items() if not m.startswith("geodesic")]
+    out: Figures = {}
+    if "geodesic" in quality:
+        out["geodesic"] = quality["geodesic"]
+    if baselines:
+        out["best_baseline"] = max(baselines)
+    if len(out) == 2:
+        out["margin"] = out["geodesic"] - out["best_baseline"]
+    return out
+
+
+def _last_level(doc: dict) -> dict[str, float]:
+    return {m: list(levels.values())[-1]["test_acc"] for m, levels in doc["methods"].items()
+            if levels}
+
+
+def _class_incremental(doc: dict) -> dict[str, float]:
+    scenarios = doc["scenarios"]
+    block = scenarios.get("class-il") or next(iter(scenarios.values()))
+    return {m: e["acc"] for m, e in block["methods"].items()}
+
+
+COMPACT = {
+    "train": lambda doc: {k: doc[k] for k in ("test_acc_mean", "test_acc_min")},
+    "sparsify": lambda doc: _compact(_last_level(doc)),
+    "continual": lambda doc: _compact(_class_incremental(doc)),
+    "connect": lambda doc: _compact({m: r["min_acc"] for m, r in doc["methods"].items()}),
+}
+
+
+def compact(application: str, doc: dict) -> Figures:
+    """The numbers ``dvc metrics show`` and ``dvc exp show`` display for an application (its
+    ``metrics/<application>_headline.json``), the same keys for the three applications so the
+    table stays narrow: sparsify, test accuracy at the highest level; continual,
+    class-incremental ACC (else the first scenario's); connect, the minimum test accuracy along
+    the path; train, ``test_acc_mean`` and ``test_acc_min`` over the seeds."""
+    return COMPACT[application](doc)

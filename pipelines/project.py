@@ -25,6 +25,7 @@ TRANSIENT = re.compile(r"unable to acquire lock|database is locked|connection (r
                        r"aborted)|temporary failure|timed out|resource temporarily unavailable",
                        re.IGNORECASE)
 _ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Fault|Exit)\b.*|^error: .+|^\w+Failed: .+")
+METRICS_DIR = "metrics"
 _DVC_LINE = re.compile(r"^(ERROR|WARNING|Running stage|Stage '|Updating lock|Use `dvc|To )")
 
 
@@ -143,14 +144,22 @@ class Project:
         return any(line.startswith(f"Running stage '{stage}'") for line in lines)
 
     def metrics(self) -> dict[str, float]:
-        """What ``dvc metrics show`` reports for the workspace: every numeric metric, keyed
-        ``<file stem>.<dotted key>`` (e.g. ``train.test_acc_mean``). Read in-process through
-        DVC's API (a second interpreter would cost more than the read)."""
-        from dvc.repo import Repo
+        """Every numeric figure of the workspace's metrics documents (``metrics/*.json``: the
+        headline files ``dvc metrics show`` displays and the full documents beside them), keyed
+        ``<file stem>.<dotted key>`` (e.g. ``train.test_acc_mean``)."""
+        return flat_metrics({str(f.relative_to(self.root)): {"data": json.loads(f.read_text())}
+                             for f in sorted((self.root / METRICS_DIR).glob("*.json"))})
 
-        with Repo(str(self.root)) as repo:
-            shown = repo.metrics.show()
-        return flat_metrics(next(iter(shown.values()), {}).get("data", {}))
+    def metrics_at(self, rev: str) -> dict[str, dict]:
+        """The metrics documents (``metrics/*.json``) as experiment commit ``rev`` holds them:
+        {file: nested content}. DVC experiments commit every git-tracked output, the full
+        documents too, while ``dvc exp show`` lists only the headline files."""
+        listed = subprocess.run(["git", "ls-tree", "--name-only", rev, f"{METRICS_DIR}/"],
+                                cwd=self.root, capture_output=True, text=True, check=True)
+        files = [f for f in listed.stdout.split() if f.endswith(".json")]
+        return {f: json.loads(subprocess.run(["git", "show", f"{rev}:{f}"], cwd=self.root,
+                                             capture_output=True, text=True,
+                                             check=True).stdout) for f in files}
 
     def exp_run(self, name: str, overrides: dict[str, object], env: dict[str, str] | None = None,
                 log: Callable[[str], None] | None = None, force: bool = False,
@@ -167,29 +176,29 @@ class Project:
 
     def experiments(self) -> dict[str, dict]:
         """{experiment name: {"rev", "params", "metrics"}} of the experiments on ``HEAD``,
-        parameters and metrics flattened to dotted keys (``train.lr``, ``train.test_acc_mean``)."""
+        parameters and metrics flattened to dotted keys (``train.lr``, ``train.test_acc_mean``;
+        the metrics of every document the experiment committed, :meth:`metrics_at`)."""
         rows = self.dvc_json("exp", "show") or []
         found = {}
         for baseline in rows:
             for exp in baseline.get("experiments") or []:
                 for rev in exp.get("revs") or []:
                     data = rev.get("data") or {}
+                    docs = self.metrics_at(rev["rev"]) if rev.get("rev") else {}
                     found[rev.get("name") or exp.get("name")] = {
                         "rev": rev.get("rev"),
                         "params": {k: v for item in (data.get("params") or {}).values()
                                    for k, v in flatten(item.get("data", {})).items()},
-                        "metrics": flat_metrics(data.get("metrics") or {})}
+                        "metrics": flat_metrics({f: {"data": d} for f, d in docs.items()})}
         return found
 
-
     def experiment_metrics(self, name: str) -> dict[str, dict]:
-        """The metrics files of experiment ``name`` as written: {file: nested content}."""
+        """The metrics documents of experiment ``name`` as written: {file: nested content}."""
         for baseline in self.dvc_json("exp", "show") or []:
             for exp in baseline.get("experiments") or []:
                 for rev in exp.get("revs") or []:
                     if (rev.get("name") or exp.get("name")) == name:
-                        files = (rev.get("data") or {}).get("metrics") or {}
-                        return {file: item.get("data") or {} for file, item in files.items()}
+                        return self.metrics_at(rev["rev"])
         raise KeyError(f"no DVC experiment named {name!r} on HEAD")
 
 

@@ -123,3 +123,12 @@ def load_base_model(params: Params, seed: int, device="cpu"):
     state, _ = load_tensors(model_file(seed))
     model.load_state_dict(state)
     return model.to(device)
+
+
+def write_metrics(application: str, doc: dict) -> None:
+    """``metrics/<application>.json``, every figure (git-tracked, not a DVC metric), and
+    ``metrics/<application>_headline.json``, the few that ``dvc metrics show`` displays."""
+    from geodesic.headline import compact
+    from geodesic.io import write_json
+    write_json(METRICS / f"{application}.json", doc)
+    write_json(METRICS / f"{application}_headline.json", compact(application, doc))

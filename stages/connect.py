@@ -27,13 +27,11 @@ from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, plane
                                   run_curve, run_geodesic, score_point, trace_curve)
 from geodesic.device import resolve_device
 from geodesic.headline import connect_headline
-from geodesic.io import save_tensors, write_json
+from geodesic.io import save_tensors
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
-from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
-                           load_data, main, model_file, params_dict, publish, resumed_from)
-
-log = logging.getLogger("stages.connect")
+from stages.common import (DATASET, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
+                           main, model_file, params_dict, publish, resumed_from, write_metrics)
 OUT = PATHS / "connect"
 FIGURES = PLOTS / "connect"
 SECTIONS = ("data", "model", "train", "connect")
@@ -110,7 +108,7 @@ def _baseline(name: str, ends, c, directory):
 
 def _report(ends, results, plane, bezier, c, ends_scores) -> None:
     doc = summary(ends_scores, results)
-    write_json(METRICS / "connect.json", doc)
+    write_metrics("connect", doc)
     tracking.log_headline(*connect_headline(doc))
     write_csv(PLOTS / "connect.csv", rows(results))
     plot_paths(results, FIGURES / "paths.png")

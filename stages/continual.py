@@ -23,14 +23,12 @@ from geodesic.continual_report import heat_maps, matrix_rows, method_entry, writ
 from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
 from geodesic.device import resolve_device
 from geodesic.headline import continual_headline
-from geodesic.io import write_json
+
 from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main,
-                           params_dict, publish, resumed_from)
-
-log = logging.getLogger("stages.continual")
+                           params_dict, publish, resumed_from, write_metrics)
 
 
 def run_method(params: Params, data, tasks, scenario: str, name: str, folder, device) -> dict:
@@ -77,7 +75,7 @@ def continual_stage(params: Params) -> None:
                 name: run_method(params, data, tasks, scenario, name, folder, device)
                 for name in ["geodesic", *c.baselines]}}
         publish(folder, PATHS / "continual")
-        write_json(METRICS / "continual.json", doc)
+        write_metrics("continual", doc)
         tracking.log_headline(*continual_headline(doc))
         write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")
         for file in [METRICS / "continual.json", PLOTS / "continual_matrix.csv",

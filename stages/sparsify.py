@@ -29,14 +29,13 @@ from geodesic import tracking
 from geodesic.device import resolve_device
 from geodesic.evaluate import accuracy
 from geodesic.headline import sparsify_headline
-from geodesic.io import atomic_write, save_tensors, write_json
+from geodesic.io import atomic_write, save_tensors
 from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
 from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
-                           load_data, main, model_file, params_dict, publish, resumed_from)
-
-log = logging.getLogger("stages.sparsify")
+                           load_data, main, model_file, params_dict, publish, resumed_from,
+                           write_metrics)
 OUTPUTS = Path("outputs/sparsify")
 SECTIONS = ("data", "model", "train", "sparsify")
 
@@ -106,7 +105,7 @@ def sparsify_stage(params: Params) -> None:
                     sparse.load_state_dict(state)
                     tracking.register_model(sparse, ctx.split("test").x[:8],
                                             f"sparsify-{method}", alias=sparse_alias(levels[-1]))
-        write_json(METRICS / "sparsify.json", table)
+        write_metrics("sparsify", table)
         tracking.log_headline(*sparsify_headline(table))
         write_plots(table, levels)
         tracking.log_artifact(PLOTS / "sparsify.png")

@@ -10,13 +10,11 @@ import torch
 
 from geodesic import tracking
 from geodesic.device import resolve_device
-from geodesic.io import save_tensors, write_json
+from geodesic.io import save_tensors
 from geodesic.params import Params
 from geodesic.train import TrainConfig, train
-from stages.common import (DATASET, METRICS, checkpoint_dir, load_data, main, model_file,
-                           params_dict)
-
-log = logging.getLogger("stages.train")
+from stages.common import (DATASET, checkpoint_dir, load_data, main, model_file, params_dict,
+                           write_metrics)
 
 
 def train_stage(params: Params) -> None:
@@ -50,7 +48,7 @@ def train_stage(params: Params) -> None:
         accs = [r["test_acc"] for r in results.values()]
         summary = {"test_acc_mean": statistics.mean(accs), "test_acc_min": min(accs),
                    "seeds": results}
-        write_json(METRICS / "train.json", summary)
+        write_metrics("train", summary)
         tracking.log_metrics({"test_acc_mean": summary["test_acc_mean"]})
 
 

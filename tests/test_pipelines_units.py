@@ -197,6 +197,16 @@ def test_plot_templates_render_in_dvc_plots(tmp_path):
         ("geodesic", "0"), ("line", "0"), ("geodesic", "10"), ("line", "10")}
 
 
+def test_dvc_metrics_show_fits_a_screen():
+    """The committed metrics as `dvc metrics show --md` prints them: the headline files only,
+    under 150 characters wide; the full documents stay git-tracked outputs beside them."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 4 and max(map(len, lines)) < 150
+    assert all("_headline.json" in line for line in lines[2:])
+
+
 def test_every_figure_the_stages_write_is_a_dvc_image_plot():
     """`dvc plots show` on the project lists each committed PNG as an image (offline)."""
     shown = Project(ROOT).dvc_json("plots", "show")
