@@ -32,6 +32,8 @@ from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
 from stages.common import (DATASET, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
                            main, model_file, params_dict, publish, resumed_from, write_metrics)
+
+log = logging.getLogger("stages.connect")
 OUT = PATHS / "connect"
 FIGURES = PLOTS / "connect"
 SECTIONS = ("data", "model", "train", "connect")

@@ -23,12 +23,13 @@ from geodesic.continual_report import heat_maps, matrix_rows, method_entry, writ
 from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
 from geodesic.device import resolve_device
 from geodesic.headline import continual_headline
-
 from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main,
                            params_dict, publish, resumed_from, write_metrics)
+
+log = logging.getLogger("stages.continual")
 
 
 def run_method(params: Params, data, tasks, scenario: str, name: str, folder, device) -> dict:

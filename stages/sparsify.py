@@ -36,6 +36,8 @@ from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
                            load_data, main, model_file, params_dict, publish, resumed_from,
                            write_metrics)
+
+log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
 SECTIONS = ("data", "model", "train", "sparsify")
 

@@ -16,6 +16,8 @@ from geodesic.train import TrainConfig, train
 from stages.common import (DATASET, checkpoint_dir, load_data, main, model_file, params_dict,
                            write_metrics)
 
+log = logging.getLogger("stages.train")
+
 
 def train_stage(params: Params) -> None:
     t = params.train
