@@ -1,15 +1,34 @@
+from contextlib import contextmanager
+
 import pytest
 import torch
 from torch import nn
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread: small models run fastest so, above all on a shared machine."""
+@contextmanager
+def single_thread():
+    """One intra-op thread: small models and tensors gain nothing from a second, and on a shared
+    machine two threads per process wait on each other; the numbers do not depend on it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """:func:`single_thread` for a whole module (``pytest.mark.usefixtures("one_thread")``)."""
+    with single_thread():
+        yield
+
+
+@pytest.fixture
+def one_thread_per_test():
+    """:func:`single_thread` for one test at a time: the thread count is restored after each."""
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

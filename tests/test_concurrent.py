@@ -10,7 +10,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.test_pipelines_flows import GIT_IDENTITY, children, copy_project
+from tests.helpers.mlflow_runs import children
+from tests.helpers.projects import GIT_IDENTITY, copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_ONCE = """

@@ -22,14 +22,7 @@ from geodesic.traverse import traverse
 from tests.conftest import tiny_mlp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks gain nothing from a second thread, and on a shared machine two threads
-    per process wait on each other; the numbers do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

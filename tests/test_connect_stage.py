@@ -8,27 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets
 import yaml
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from geodesic.params import load_params
-from tests.test_data import _accept_test_files, _write_cifar
+from tests.helpers.raw_files import write_cifar10
 
 METHODS = {"geodesic", "geodesic_aligned", "linear", "bezier", "aligned", "bezier_aligned"}
 KEYS = {"min_acc", "mean_acc", "barrier", "length", "functional_length", "end_distance",
         "grad_evals", "seconds", "chord", "length_ratio", "length_ratio_w2", "align_seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks gain nothing from a second thread, and on a shared machine two threads
-    per process wait on each other; the numbers do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_pipeline(tmp_path, monkeypatch, params: dict):
@@ -149,10 +141,7 @@ def test_a_nan_step_inside_the_stage_halves_eta_and_its_run_logs_it(tmp_path, mo
 
 @pytest.mark.slow
 def test_the_stage_runs_cifar10_with_vgg16_by_params_alone(tmp_path, monkeypatch):
-    folder = tmp_path / "raw" / "cifar-10-batches-py"
-    _write_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
-                 "batches.meta", "labels", 10, np.random.default_rng(0))
-    _accept_test_files(monkeypatch, torchvision.datasets.CIFAR10, folder)
+    write_cifar10(tmp_path / "raw", np.random.default_rng(0), monkeypatch)
     params = {
         "data": {"name": "cifar10", "root": str(tmp_path / "raw"), "val_fraction": 0.2},
         "model": {"name": "vgg16"},

@@ -15,7 +15,7 @@ from geodesic.objectives.continual import LearnTask, MemoryMetric
 from geodesic.path import load_latest_checkpoint
 from geodesic.solvers import ConjugateGradient
 from geodesic.traverse import traverse
-from tests.test_traverse import Kill
+from tests.helpers.callbacks import Kill
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,7 +2,6 @@
 CIFAR-100 (10-task split) from test-written files, switched by params alone."""
 import numpy as np
 import pytest
-import torchvision.datasets
 from mlflow.tracking import MlflowClient
 
 from geodesic.continual_report import read_csv
@@ -11,8 +10,7 @@ from geodesic.params import parse_params
 from geodesic.settings import ParamsError
 from stages.continual import continual_stage
 from stages.prepare import prepare
-from tests.conftest import write_idx as _write_idx
-from tests.test_data import _accept_test_files
+from tests.helpers.raw_files import write_cifar100, write_noise_mnist
 
 METHODS = ["geodesic", "finetune", "ewc", "si", "lwf", "replay", "derpp"]
 TINY = {"budget": 24, "batch_size": 16, "memory_per_class": 2, "cg_iters": 2, "stop_every": 8,
@@ -93,36 +91,14 @@ def test_split_needs_a_divisor_of_the_classes(tmp_path, monkeypatch, tracking_ur
         run_stage(tmp_path, monkeypatch, tracking_uri, {"name": "digits"}, {"n_tasks": 3})
 
 
-def write_mnist(root, rng):
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", 200), ("t10k", 100)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte",
-                   rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), 2051)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("benchmark", ["split", "permuted"])
 def test_mnist_by_params_alone(tmp_path, monkeypatch, offline, tracking_uri, benchmark):
-    write_mnist(tmp_path / "raw", np.random.default_rng(0))
+    write_noise_mnist(tmp_path / "raw", np.random.default_rng(0))
     doc = run_stage(tmp_path, monkeypatch, tracking_uri,
                     {"name": "mnist", "root": str(tmp_path / "raw"), "val_fraction": 0.2},
                     {"benchmark": benchmark, "n_tasks": 5 if benchmark == "split" else 3})
     check_document(doc, benchmark, 5 if benchmark == "split" else 3)
-
-
-def write_cifar100(root, rng, monkeypatch):
-    import pickle
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    for name, n in (("train", 600), ("test", 200)):
-        entry = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 "fine_labels": (np.arange(n) % 100).tolist()}
-        (folder / name).write_bytes(pickle.dumps(entry))
-    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}"
-                                                                     for i in range(100)]}))
-    _accept_test_files(monkeypatch, torchvision.datasets.CIFAR100, folder)
 
 
 @pytest.mark.slow

@@ -1,6 +1,4 @@
-import hashlib
 from pathlib import Path
-import pickle
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ from geodesic.data import DATASETS, Dataset, Split, batches, load_dataset, load_
 from geodesic.params import DATASETS as DATASET_NAMES
 from geodesic.tasks import class_split, permute_pixels, permuted
 from tests.conftest import write_mnist
+from tests.helpers.raw_files import accept_test_files, write_cifar
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +82,6 @@ def test_save_load_round_trip(tmp_path, digits):
         assert torch.equal(getattr(back, part).y, getattr(digits, part).y)
 
 
-def _images(rng, n, shape):
-    labels = np.arange(n) % 10
-    return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8), labels
-
-
 def test_mnist_reads_idx_files(tmp_path, offline):
     written = write_mnist(tmp_path)
     loaded = DATASETS.get("mnist")(tmp_path)
@@ -96,30 +90,6 @@ def test_mnist_reads_idx_files(tmp_path, offline):
     ds = load_dataset("mnist", root=tmp_path, val_fraction=0.25)
     assert ds.in_shape == (1, 28, 28) and ds.num_classes == 10
     assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 10, 20)
-
-
-def _write_cifar(folder, files, meta, label_key, n_classes, rng):
-    folder.mkdir(parents=True)
-    written = {}
-    for name in files:
-        images, _ = _images(rng, 20, (3, 32, 32))
-        labels = (np.arange(20) % n_classes).tolist()
-        entry = {"data": images.reshape(20, -1), label_key: labels}
-        (folder / name).write_bytes(pickle.dumps(entry))
-        written[name] = images, labels
-    names_key = "fine_label_names" if n_classes == 100 else "label_names"
-    (folder / meta).write_bytes(pickle.dumps({names_key: [f"c{i}" for i in range(n_classes)]}))
-    return written
-
-
-def _accept_test_files(monkeypatch, cls, folder):
-    """Point the class's md5 entries at the test-written files (torchvision checks them)."""
-    def md5(name):
-        return hashlib.md5((folder / name).read_bytes()).hexdigest()
-
-    monkeypatch.setattr(cls, "train_list", [[n, md5(n)] for n, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[n, md5(n)] for n, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(cls.meta["filename"])})
 
 
 @pytest.mark.parametrize("name, cls, folder, files, meta, label_key, n_classes", [
@@ -131,8 +101,8 @@ def _accept_test_files(monkeypatch, cls, folder):
 def test_cifar_reads_pickled_batches(tmp_path, monkeypatch, offline,
                                      name, cls, folder, files, meta, label_key, n_classes):
     rng = np.random.default_rng(0)
-    written = _write_cifar(tmp_path / folder, files, meta, label_key, n_classes, rng)
-    _accept_test_files(monkeypatch, cls, tmp_path / folder)
+    written = write_cifar(tmp_path / folder, files, meta, label_key, n_classes, rng)
+    accept_test_files(monkeypatch, cls, tmp_path / folder)
     loaded = DATASETS.get(name)(tmp_path)
     train_files, test_file = files[:-1], files[-1]
     assert torch.equal(loaded.train.x,

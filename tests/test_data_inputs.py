@@ -12,7 +12,7 @@ import yaml
 
 from geodesic.rawdata import DOWNLOAD, RawDataError, fetch
 from tests.conftest import write_mnist
-from tests.test_stages import strip_timing
+from tests.helpers.stage_processes import strip_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 

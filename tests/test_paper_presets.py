@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torchvision.datasets
 
 from pipelines.presets import write
 from stages.connect import connect_stage
@@ -14,8 +13,7 @@ from stages.continual import continual_stage
 from stages.prepare import prepare
 from stages.sparsify import sparsify_stage
 from stages.train import train_stage
-from tests.test_continual_stage import write_cifar100, write_mnist
-from tests.test_data import _accept_test_files, _write_cifar
+from tests.helpers.raw_files import write_cifar10, write_cifar100, write_noise_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -61,12 +59,9 @@ def test_the_readme_gives_each_experiment_its_command():
 def write_files(data: str, raw: Path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     if data == "mnist":
-        write_mnist(raw, rng)
+        write_noise_mnist(raw, rng)
     elif data == "cifar10":
-        folder = raw / "cifar-10-batches-py"
-        _write_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
-                     "batches.meta", "labels", 10, rng)
-        _accept_test_files(monkeypatch, torchvision.datasets.CIFAR10, folder)
+        write_cifar10(raw, rng, monkeypatch)
     else:
         write_cifar100(raw, rng, monkeypatch)
 

@@ -3,9 +3,10 @@ real MLflow store: a failing stage raises with its own message, transient failur
 and (slow) the digits pipeline and a two-point sweep leave the records DESIGN.md section 5 asks
 for. Nothing is mocked.
 
-The slow tests run on a copy of this project with tiny parameters (``TINY``); when a stage lands
-whose parameters need shrinking too, add them there. Assertions about traversal stages (stages
-with outputs under ``paths/``) activate by themselves once dvc.yaml holds such stages.
+The slow tests run on a copy of this project with tiny parameters (``TINY`` in
+tests/helpers/projects.py); when a stage lands whose parameters need shrinking too, add them
+there. Assertions about traversal stages (stages with outputs under ``paths/``) activate by
+themselves once dvc.yaml holds such stages.
 """
 import json
 import os
@@ -25,50 +26,15 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from tests.helpers.mlflow_runs import children  # noqa: E402
+from tests.helpers.projects import GIT_IDENTITY, copy_project  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"train.epochs": 2, "*.max_steps": 12, "*.checkpoint_every": 4, "*.eval_every": 4}
 ATTEMPT = """import json, pathlib
 counter = pathlib.Path("attempts")
 attempt = len(counter.read_text()) + 1 if counter.exists() else 1
 counter.write_text("x" * attempt)
 """
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-
-
-def shrink(params: dict, tiny: dict) -> dict:
-    """``tiny`` applied to ``params``: ``section.key`` sets one value, ``*.key`` lowers ``key``
-    in every section that has it."""
-    for spec, value in tiny.items():
-        section, key = spec.split(".", 1)
-        targets = params.values() if section == "*" else [params.setdefault(section, {})]
-        for target in targets:
-            if isinstance(target, dict) and (section != "*" or key in target):
-                target[key] = min(target.get(key, value), value)
-    return params
-
-
-def copy_project(dest: Path, tiny: dict = TINY) -> Path:
-    """This project's files (tracked and new, not ignored) in a fresh git repository at
-    ``dest``, with ``params.yaml`` and the base values of ``conf/config.yaml`` (what every
-    ``dvc exp run`` composes it from) shrunk by ``tiny``; committed, no DVC cache."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    params = shrink(yaml.safe_load((dest / "params.yaml").read_text()), tiny)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    config = dest / "conf" / "config.yaml"  # `dvc exp run` composes params.yaml from conf/
-    config.write_text(yaml.safe_dump(shrink(yaml.safe_load(config.read_text()), tiny),
-                                     sort_keys=False))
-    env = dict(os.environ, **GIT_IDENTITY)
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                ["git", "commit", "-q", "-m", "project copy for tests"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env)
-    return dest
 
 
 def dvc_project(root: Path, dvc_yaml: str, scripts: dict[str, str], scm: bool = False) -> Path:
@@ -155,11 +121,6 @@ def digits(tmp_path_factory):
 
 def dvc_yaml_stages(root: Path) -> dict:
     return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-
-
-def children(client: MlflowClient, parent_id: str) -> list:
-    return client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
 def is_traversal_stage(spec: dict) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.servers import free_port
-from tests.test_pipelines_flows import GIT_IDENTITY, TINY, copy_project
+from tests.helpers.projects import GIT_IDENTITY, TINY, copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -136,7 +136,7 @@ def test_group_names_match_the_preset_section():
 def test_the_shrunk_project_copy_composes_to_its_shrunk_params(tmp_path):
     """Sweeps in the slow tests run `dvc exp run` on copy_project's copy: its conf/ must
     compose to the params.yaml it shrank, or every point would run the full default."""
-    from tests.test_pipelines_flows import copy_project
+    from tests.helpers.projects import copy_project
     root = copy_project(tmp_path)
     composed = compose(root=root)
     assert composed == yaml.safe_load((root / "params.yaml").read_text())

@@ -12,12 +12,7 @@ from geodesic.registry import UnknownNameError
 from geodesic.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_test")
 
 
 def convnet(seed=0):

@@ -11,7 +11,7 @@ from geodesic.objectives.task_loss import TaskLoss
 from geodesic.path import load_latest_checkpoint
 from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
 from geodesic.traverse import Callback, traverse
-from tests.test_traverse import Kill
+from tests.helpers.callbacks import Kill
 
 LEVELS = [0.5, 0.8, 0.9]
 
@@ -21,13 +21,7 @@ def net(seed=0):
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 4))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and lose much on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_test")
 
 
 def setup(levels=LEVELS, steps=15, tol=0.05, anchor=0.0, task_beta=0.0, batch=32, seed=0,

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets
 import yaml
 
 from geodesic.io import load_tensors
@@ -13,8 +12,7 @@ from geodesic.params import SPARSIFY_METHODS, load_params
 from stages.prepare import prepare
 from stages.sparsify import sparsify_stage
 from stages.train import train_stage
-from tests.conftest import write_idx as _write_idx
-from tests.test_data import _accept_test_files, _images, _write_cifar
+from tests.helpers.raw_files import write_cifar10, write_noise_mnist
 
 TINY = {"levels": [0.5, 0.9], "steps_per_level": 3, "settle_steps": 1, "metric_batch": 8,
         "cg_iters": 2, "eta": 0.05, "eval_every": 1, "checkpoint_every": 2, "finetune_batch": 8,
@@ -103,13 +101,7 @@ def check_mlflow(tmp_path):
 
 
 def test_mnist_mlp_by_params_alone(project):
-    rng = np.random.default_rng(0)
-    raw = project / "raw" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", 48), ("t10k", 20)):
-        images, labels = _images(rng, n, (28, 28))
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
+    write_noise_mnist(project / "raw", np.random.default_rng(0), (("train", 48), ("t10k", 20)))
     params, metrics = run_pipeline({"name": "mnist"}, {"name": "mlp", "widths": [16]}, {})
     check_outputs(params, metrics, 784 * 16 + 16 * 10)
     check_mlflow(project)
@@ -133,11 +125,7 @@ def test_mnist_mlp_by_params_alone(project):
 
 @pytest.mark.slow
 def test_cifar10_vgg11_by_params_alone(project, monkeypatch):
-    rng = np.random.default_rng(0)
-    folder = project / "raw" / "cifar-10-batches-py"
-    _write_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
-                 "batches.meta", "labels", 10, rng)
-    _accept_test_files(monkeypatch, torchvision.datasets.CIFAR10, folder)
+    write_cifar10(project / "raw", np.random.default_rng(0), monkeypatch)
     params, metrics = run_pipeline(
         {"name": "cifar10", "train_limit": 24, "test_limit": 8}, {"name": "vgg11"},
         {"steps_per_level": 1, "metric_batch": 4, "cg_iters": 1, "finetune_batch": 4,

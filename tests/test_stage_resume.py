@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from geodesic.path import checkpoint_files
-from tests.test_stages import copy_inputs, kill_and_rerun, run_stage, strip_timing
+from tests.helpers.stage_processes import copy_inputs, kill_and_rerun, run_stage, strip_timing
 
 TINY = {
     "train": {"seeds": [0, 1], "epochs": 2},

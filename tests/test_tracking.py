@@ -65,16 +65,8 @@ def test_runs_nest_pipeline_stage_method_with_tags(store, monkeypatch):
     assert json.loads(env["GEODESIC_TAGS"]) == {"sweep_id": "s1"}
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_traversal_callback_logs_every_step_and_every_checkpoint(store, tmp_path, one_thread):
+def test_traversal_callback_logs_every_step_and_every_checkpoint(store, tmp_path,
+                                                                  one_thread_per_test):
     root, client = store
     model = tiny_mlp(0)
     metric = FunctionalMetric(model, torch.randn(20, 6, generator=torch.Generator()

@@ -10,17 +10,7 @@ from geodesic.path import Path, checkpoint_file, load_latest_checkpoint
 from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
 from geodesic.traverse import Callback, NumericalFault, traverse
 from tests.conftest import tiny_mlp
-
-
-class Kill(Callback):
-    """Simulates a crash right after the checkpoint of ``at_step`` is written."""
-
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_checkpoint(self, step, file):
-        if step == self.at_step:
-            raise KeyboardInterrupt
+from tests.helpers.callbacks import Kill
 
 
 def setup(seed=0, pool=40, batch=16):
