@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TIMING = ("seconds", "wall_seconds", "cpu_seconds")
+TIMING = ("seconds", "wall_seconds", "cpu_seconds", "align_seconds")
 
 
 def run_stage(name, cwd, env):
