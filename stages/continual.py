@@ -50,6 +50,7 @@ def run_method(params: Params, data, tasks, scenario: str, name: str, folder, de
                               "grad_evals": entry["grad_evals"],
                               "wall_seconds": entry["seconds"],
                               "cpu_seconds": entry["cpu_seconds"]})
+        tracking.register_model(model, tasks[0].test.x[:8], f"continual-{name}", alias=scenario)
     log.info("%s %s: ACC %.4f BWT %+.4f forgetting %.4f, %d evaluations, %.1fs", scenario, name,
              entry["acc"], entry["bwt"], entry["forgetting"], entry["grad_evals"],
              entry["seconds"])

@@ -74,6 +74,9 @@ def test_digits_stage_writes_metrics_plots_and_mlflow_runs(tmp_path, monkeypatch
     results = [a.path for a in client.list_artifacts(parent[0].info.run_id, "results")]
     assert "results/continual.json" in results
     figures = parent[0].data.metrics
+    for scenario in ("task-il", "class-il"):  # each method's network after the last task
+        version = client.get_model_version_by_alias("continual-geodesic", scenario)
+        assert version.tags["params_hash"] == parent[0].data.tags["params_hash"]
     for scenario in ("task-il", "class-il"):
         for method in METHODS:
             entry = doc["scenarios"][scenario]["methods"][method]
