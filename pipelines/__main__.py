@@ -302,6 +302,9 @@ def _ui(project: str, port: int | None, prefect: bool) -> int:
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(port or 5000), "--workers", "1"]
         os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs
+        # the UI remembers its GenAI / model-training switch per browser; this URL sets it
+        print(f"open http://127.0.0.1:{port or 5000}/#/experiments?workflowType=machine_learning"
+              " (runs tables and charts)", flush=True)
     print(" ".join(cmd), flush=True)
     os.chdir(project)
     os.execv(sys.executable, cmd)
