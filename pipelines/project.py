@@ -144,19 +144,29 @@ class Project:
         return any(line.startswith(f"Running stage '{stage}'") for line in lines)
 
     def metrics(self) -> dict[str, float]:
-        """Every numeric figure of the workspace's metrics documents (``metrics/*.json``: the
-        headline files ``dvc metrics show`` displays and the full documents beside them), keyed
-        ``<file stem>.<dotted key>`` (e.g. ``train.test_acc_mean``)."""
-        return flat_metrics({str(f.relative_to(self.root)): {"data": json.loads(f.read_text())}
-                             for f in sorted((self.root / METRICS_DIR).glob("*.json"))})
+        """Every numeric figure of the workspace's metrics: the files ``dvc metrics show``
+        reads and the full documents beside them (``metrics/*.json``), keyed ``<file
+        stem>.<dotted key>`` (e.g. ``train.test_acc_mean``). The DVC metrics are read
+        in-process through DVC's API (a second interpreter would cost more than the read)."""
+        from dvc.repo import Repo
 
-    def metrics_at(self, rev: str) -> dict[str, dict]:
-        """The metrics documents (``metrics/*.json``) as experiment commit ``rev`` holds them:
-        {file: nested content}. DVC experiments commit every git-tracked output, the full
-        documents too, while ``dvc exp show`` lists only the headline files."""
-        listed = subprocess.run(["git", "ls-tree", "--name-only", rev, f"{METRICS_DIR}/"],
-                                cwd=self.root, capture_output=True, text=True, check=True)
-        files = [f for f in listed.stdout.split() if f.endswith(".json")]
+        with Repo(str(self.root)) as repo:
+            shown = next(iter(repo.metrics.show().values()), {}).get("data", {})
+        files = {*shown, *(str(f.relative_to(self.root))
+                           for f in (self.root / METRICS_DIR).glob("*.json"))}
+        return flat_metrics({f: {"data": json.loads((self.root / f).read_text())}
+                             for f in sorted(files) if (self.root / f).is_file()})
+
+    def metrics_at(self, rev: str, declared=()) -> dict[str, dict]:
+        """The metrics documents as experiment commit ``rev`` holds them: the ``declared``
+        DVC metrics files and every ``metrics/*.json`` (DVC experiments commit every
+        git-tracked output, the full documents too, while ``dvc exp show`` lists only the
+        declared files). {file: nested content}."""
+        listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev], cwd=self.root,
+                                capture_output=True, text=True, check=True).stdout.split()
+        declared = set(declared)
+        files = sorted({f for f in listed if f in declared or (
+            f.startswith(f"{METRICS_DIR}/") and f.endswith(".json"))})
         return {f: json.loads(subprocess.run(["git", "show", f"{rev}:{f}"], cwd=self.root,
                                              capture_output=True, text=True,
                                              check=True).stdout) for f in files}
@@ -184,7 +194,8 @@ class Project:
             for exp in baseline.get("experiments") or []:
                 for rev in exp.get("revs") or []:
                     data = rev.get("data") or {}
-                    docs = self.metrics_at(rev["rev"]) if rev.get("rev") else {}
+                    declared = (data.get("metrics") or {}).keys()
+                    docs = self.metrics_at(rev["rev"], declared) if rev.get("rev") else {}
                     found[rev.get("name") or exp.get("name")] = {
                         "rev": rev.get("rev"),
                         "params": {k: v for item in (data.get("params") or {}).values()
@@ -198,7 +209,8 @@ class Project:
             for exp in baseline.get("experiments") or []:
                 for rev in exp.get("revs") or []:
                     if (rev.get("name") or exp.get("name")) == name:
-                        return self.metrics_at(rev["rev"])
+                        declared = ((rev.get("data") or {}).get("metrics") or {}).keys()
+                        return self.metrics_at(rev["rev"], declared)
         raise KeyError(f"no DVC experiment named {name!r} on HEAD")
 
 
