@@ -38,7 +38,8 @@ from geodesic.evaluate import (AccuracyCallback, BatchNormRefresh, path_metrics,
 from geodesic.metric import FunctionalMetric, ParameterSpace
 from geodesic.objectives import Anchor, Combined
 from geodesic.objectives.connect import Connect
-from geodesic.path import StateCheckpoints
+from geodesic.io import load_tensors
+from geodesic.path import StateCheckpoints, checkpoint_files, checkpoint_step
 from geodesic.registry import Registry
 from geodesic.solvers import build_solver
 from geodesic.traverse import Callback, ProgressLog, traverse
@@ -268,6 +269,19 @@ def run_curve(name: str, ends: Endpoints, s, on_record: Callable[[dict], None] |
                    steps=len(fitted.records) and fitted.records[-1]["step"],
                    **_validation(points), **chords(ends, length))
     return MethodResult(name, points, metrics, fitted.records, curve=fitted.curve, target=target)
+
+
+def midpoint_weights(result: MethodResult, directory, device="cpu") -> Tensor:
+    """The weights halfway along a method's path: phi(1/2) of a curve; for a traversal, the
+    path checkpoint (under ``directory``) whose step is nearest to half its steps."""
+    if result.curve is not None:
+        return result.curve.point(0.5).to(device)
+    files = checkpoint_files(directory)
+    if not files:
+        raise FileNotFoundError(f"{directory}: no path checkpoints to take the midpoint from")
+    half = result.metrics["steps"] / 2
+    nearest = min(files, key=lambda f: abs(checkpoint_step(f) - half))
+    return load_tensors(nearest, device)[0]["w"]
 
 
 def trace_curve(result: MethodResult, plane: Plane, n: int = 101) -> None:

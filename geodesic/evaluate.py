@@ -69,11 +69,18 @@ def score_weights(model: nn.Module, space: ParameterSpace, w: Tensor, split: Spl
                   recalibrate: Tensor | None = None) -> tuple[float, float]:
     """(accuracy, loss) of the network with flat weights ``w``; BatchNorm statistics are
     recomputed from ``recalibrate`` inputs when given. The model passed in is not changed."""
+    return accuracy(network_at(model, space, w, recalibrate), split)
+
+
+def network_at(model: nn.Module, space: ParameterSpace, w: Tensor,
+               recalibrate: Tensor | None = None) -> nn.Module:
+    """A copy of ``model`` with flat weights ``w``, its BatchNorm statistics recomputed from
+    ``recalibrate`` inputs when given."""
     probe = copy.deepcopy(model)
     space.set(probe, w)
     if recalibrate is not None:
         recalibrate_batchnorm(probe, recalibrate)
-    return accuracy(probe, split)
+    return probe
 
 
 class AccuracyCallback(Callback):

@@ -73,6 +73,11 @@ def checkpoint_files(directory) -> list[FsPath]:
     return sorted((f for f in files if _CKPT.search(f.name)), reverse=True)
 
 
+def checkpoint_step(file) -> int:
+    """The step a checkpoint file was written at (from its name, ``step-000120.safetensors``)."""
+    return int(_CKPT.search(FsPath(file).name).group(1))
+
+
 def _newest_intact(directory, device, required: str) -> tuple[dict, dict] | None:
     """(tensors, metadata) of the newest checkpoint that passes its digest check and holds the
     metadata entry ``required``; the ones skipped are logged."""

@@ -23,9 +23,11 @@ import torch
 from geodesic import tracking
 from geodesic.baselines.curves import Plane
 from geodesic.connect_report import plot_paths, plot_plane, rows, summary, write_csv
-from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, plane_landscape,
-                                  run_curve, run_geodesic, score_point, trace_curve)
+from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, midpoint_weights,
+                                  plane_landscape, run_curve, run_geodesic, score_point,
+                                  trace_curve)
 from geodesic.device import resolve_device
+from geodesic.evaluate import network_at
 from geodesic.headline import connect_headline
 from geodesic.io import save_tensors
 from geodesic.params import Params
@@ -77,7 +79,17 @@ def _geodesic(name: str, ends, c, resume, plane):
         publish(resume / name, OUT / name)
         tracking.log_metrics(result.metrics)
         tracking.log_artifact(OUT / name / "final.safetensors", "path")
+        _register_midpoint(ends, result, resume / name)
     return result
+
+
+def _register_midpoint(ends, result, directory) -> None:
+    """The network halfway along the method's path, in the registry as
+    ``connect-<method>@midpoint`` (BatchNorm statistics recomputed there)."""
+    w = midpoint_weights(result, directory, ends.w1.device)
+    network = network_at(ends.model, ends.space, w, ends.bn_inputs)
+    tracking.register_model(network, ends.data.test.x[:8], f"connect-{result.name}",
+                            alias="midpoint")
 
 
 def _alignment(aligned) -> dict:
@@ -103,6 +115,7 @@ def _baseline(name: str, ends, c, directory):
             file = OUT / name / "theta.safetensors"
             save_tensors(file, {"theta": result.curve.theta})
             tracking.log_artifact(file, f"checkpoints/step-{result.metrics['steps']:06d}")
+        _register_midpoint(ends, result, directory)
     log.info("%s: min accuracy %.4f, barrier %.4f, %d gradient evaluations", name,
              result.metrics["min_acc"], result.metrics["barrier"], result.metrics["grad_evals"])
     return result

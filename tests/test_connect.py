@@ -360,3 +360,18 @@ def test_bad_connect_params_name_the_key(section, key):
     assert info.value.key.startswith(key)
     if key == "connect.baselines":
         assert "linear, bezier" in str(info.value)
+
+
+def test_the_midpoint_is_the_curve_at_one_half_or_the_middle_path_checkpoint(tmp_path):
+    import torch as t
+
+    from geodesic.baselines.curves import Line
+    from geodesic.connect_run import MethodResult, midpoint_weights
+    from geodesic.path import Checkpoint, save_checkpoint
+    line = MethodResult("linear", [], {"steps": 0}, curve=Line(t.zeros(3), t.full((3,), 2.0)))
+    assert t.equal(midpoint_weights(line, tmp_path), t.ones(3))
+    for step in (4, 8, 12):
+        save_checkpoint(tmp_path, Checkpoint(step, 0.1, t.full((3,), float(step)), {}, {}, [],
+                                             {}))
+    walk = MethodResult("geodesic", [], {"steps": 15})
+    assert t.equal(midpoint_weights(walk, tmp_path), t.full((3,), 8.0))  # 8 is nearest 7.5

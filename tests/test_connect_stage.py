@@ -71,6 +71,9 @@ def check_outputs(tmp_path, metrics):
     children = client.search_runs(experiments,
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert {r.data.tags["method"] for r in children} == METHODS
+    for method in METHODS:  # each path's midpoint network is registered
+        version = client.get_model_version_by_alias(f"connect-{method}", "midpoint")
+        assert version.tags["params_hash"] == parent.data.tags["params_hash"]
     for method in METHODS:  # the stage's own run compares the methods
         for quantity in ("min_acc", "barrier", "grad_evals"):
             assert parent.data.metrics[f"{method}.{quantity}"] == pytest.approx(
