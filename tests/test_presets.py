@@ -52,9 +52,20 @@ def test_every_combination_parses_and_names_its_presets(scale):
         if not own.exists():  # no tuned file: the base values of conf/
             assert flatten(composed)["connect.function_pull"] == 0.0 != tuned[
                 "connect.function_pull"]
-        else:  # the values chosen for this data set and model
-            chosen = flatten(yaml.safe_load(own.read_text()))
-            assert {k: flatten(composed)[k] for k in chosen} == chosen
+        else:  # the values chosen for this data set and model, where no scale file sets
+            chosen = flatten(yaml.safe_load(own.read_text()))  # its own budgets after them
+            budgets = {**flatten(load_group("scale", scale)),
+                       **flatten(load_group("scale_model", f"{scale}_{model}"))}
+            assert {k: flatten(composed)[k] for k in chosen} == {
+                k: budgets.get(k, v) for k, v in chosen.items()}
+
+
+def load_group(group: str, name: str) -> dict:
+    """A conf/ group file's own values (empty when the file does not exist), without the
+    defaults it chains to."""
+    file = ROOT / "conf" / group / f"{name}.yaml"
+    doc = yaml.safe_load(file.read_text()) if file.exists() else {}
+    return {k: v for k, v in (doc or {}).items() if k != "defaults"}
 
 
 def test_the_digits_default_takes_the_values_chosen_on_digits():
