@@ -53,6 +53,11 @@ def connect_headline(doc: dict) -> tuple[Figures, Histories]:
     return figures, {}
 
 
+# application -> its (figures, histories); train has none beyond its own runs
+HEADLINES = {"sparsify": sparsify_headline, "continual": continual_headline,
+             "connect": connect_headline}
+
+
 def _compact(quality: dict[str, float]) -> Figures:
     """``{method: quality}`` -> the three numbers of a compact metrics file: the geodesic's,
     the best baseline's (every method whose name does not start with ``geodesic``) and the

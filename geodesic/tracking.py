@@ -294,9 +294,15 @@ def log_headline(figures: dict[str, float], histories: dict[str, list[tuple[int,
     batch = [Metric(k, float(v), now, 0) for k, v in figures.items()]
     batch += [Metric(k, float(v), now, step) for k, points in histories.items()
               for step, v in points]
-    client, run_id = MlflowClient(), mlflow.active_run().info.run_id
-    for start in range(0, len(batch), 1000):
-        client.log_batch(run_id, metrics=batch[start:start + 1000])
+    _log_batch(MlflowClient(), mlflow.active_run().info.run_id, batch)
+
+
+def _log_batch(client: MlflowClient, run_id: str, metrics: list[Metric],
+               synchronous: bool = True) -> list:
+    """``metrics`` in requests of at most 1000 (MLflow's limit per batch); the pending
+    operations when not ``synchronous``."""
+    return [client.log_batch(run_id, metrics=metrics[start:start + 1000],
+                             synchronous=synchronous) for start in range(0, len(metrics), 1000)]
 
 
 def set_tags(tags: dict[str, str]) -> None:
@@ -372,9 +378,7 @@ class MLflowCallback:
                 self.buffer.append(Metric(f"{self.prefix}{key}{suffix}", float(value), now, step))
 
     def flush(self) -> None:
-        for start in range(0, len(self.buffer), 1000):
-            self.pending.append(self.client.log_batch(
-                self.run_id, metrics=self.buffer[start:start + 1000], synchronous=False))
+        self.pending += _log_batch(self.client, self.run_id, self.buffer, synchronous=False)
         self.buffer = []
 
     def wait(self) -> None:

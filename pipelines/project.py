@@ -152,10 +152,10 @@ class Project:
 
         with Repo(str(self.root)) as repo:
             shown = next(iter(repo.metrics.show().values()), {}).get("data", {})
-        files = {*shown, *(str(f.relative_to(self.root))
-                           for f in (self.root / METRICS_DIR).glob("*.json"))}
-        return flat_metrics({f: {"data": json.loads((self.root / f).read_text())}
-                             for f in sorted(files) if (self.root / f).is_file()})
+        docs = {f: item.get("data") or {} for f, item in shown.items()}
+        for file in sorted((self.root / METRICS_DIR).glob("*.json")):
+            docs.setdefault(str(file.relative_to(self.root)), json.loads(file.read_text()))
+        return flat_documents(docs)
 
     def metrics_at(self, rev: str, declared=()) -> dict[str, dict]:
         """The metrics documents as experiment commit ``rev`` holds them: the ``declared``
@@ -200,7 +200,7 @@ class Project:
                         "rev": rev.get("rev"),
                         "params": {k: v for item in (data.get("params") or {}).values()
                                    for k, v in flatten(item.get("data", {})).items()},
-                        "metrics": flat_metrics({f: {"data": d} for f, d in docs.items()})}
+                        "metrics": flat_documents(docs)}
         return found
 
     def experiment_metrics(self, name: str) -> dict[str, dict]:
@@ -219,6 +219,11 @@ def format_value(value: object) -> str:
     if isinstance(value, (list, dict, bool)) or value is None:
         return json.dumps(value)
     return str(value)
+
+
+def flat_documents(docs: dict[str, dict]) -> dict[str, float]:
+    """``{"metrics/train.json": {...}}`` (documents as written) -> :func:`flat_metrics`."""
+    return flat_metrics({file: {"data": doc} for file, doc in docs.items()})
 
 
 def flat_metrics(files: dict) -> dict[str, float]:

@@ -29,7 +29,7 @@ from geodesic import tracking
 from geodesic.params import load_params
 from pipelines import report
 from pipelines.overrides import Point, check_sweep_id, describe, expand, new_sweep_id
-from pipelines.project import CommandFailed, Project, SweepFailed
+from pipelines.project import CommandFailed, Project, SweepFailed, flat_documents
 from pipelines.reproduce import RETRY_DELAY_SECONDS, retry_transient
 
 @task(name="point", task_run_name="{name}", retries=1, retry_delay_seconds=RETRY_DELAY_SECONDS,
@@ -39,7 +39,7 @@ def run_point(project: str, name: str, point: Point, env: dict[str, str],
     """One point as DVC experiment ``name``; returns its flattened metrics."""
     proj = Project(project)
     proj.exp_run(name, point, env=env, log=get_run_logger().info, force=force)
-    return proj.experiments().get(name, {}).get("metrics", {})
+    return flat_documents(proj.experiment_metrics(name))
 
 
 def _flow_run_name() -> str:

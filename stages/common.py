@@ -127,8 +127,12 @@ def load_base_model(params: Params, seed: int, device="cpu"):
 
 def write_metrics(application: str, doc: dict) -> None:
     """``metrics/<application>.json``, every figure (git-tracked, not a DVC metric), and
-    ``metrics/<application>_headline.json``, the few that ``dvc metrics show`` displays."""
-    from geodesic.headline import compact
+    ``metrics/<application>_headline.json``, the few that ``dvc metrics show`` displays; an
+    application's headline figures and histories go to the active MLflow run as well."""
+    from geodesic import tracking
+    from geodesic.headline import HEADLINES, compact
     from geodesic.io import write_json
     write_json(METRICS / f"{application}.json", doc)
     write_json(METRICS / f"{application}_headline.json", compact(application, doc))
+    if application in HEADLINES:
+        tracking.log_headline(*HEADLINES[application](doc))

@@ -28,7 +28,6 @@ from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, midpo
                                   trace_curve)
 from geodesic.device import resolve_device
 from geodesic.evaluate import network_at
-from geodesic.headline import connect_headline
 from geodesic.io import save_tensors
 from geodesic.params import Params
 from geodesic.settings import ParamsError, to_dict
@@ -122,9 +121,7 @@ def _baseline(name: str, ends, c, directory):
 
 
 def _report(ends, results, plane, bezier, c, ends_scores) -> None:
-    doc = summary(ends_scores, results)
-    write_metrics("connect", doc)
-    tracking.log_headline(*connect_headline(doc))
+    write_metrics("connect", summary(ends_scores, results))
     write_csv(PLOTS / "connect.csv", rows(results))
     plot_paths(results, FIGURES / "paths.png")
     tracking.log_artifact(FIGURES / "paths.png", "figures")

@@ -22,7 +22,6 @@ from geodesic import tracking
 from geodesic.continual_report import heat_maps, matrix_rows, method_entry, write_csv
 from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
 from geodesic.device import resolve_device
-from geodesic.headline import continual_headline
 from geodesic.params import Params
 from geodesic.settings import ParamsError
 from geodesic.traverse import ProgressLog
@@ -78,7 +77,6 @@ def continual_stage(params: Params) -> None:
                 for name in ["geodesic", *c.baselines]}}
         publish(folder, PATHS / "continual")
         write_metrics("continual", doc)
-        tracking.log_headline(*continual_headline(doc))
         write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")
         for file in [METRICS / "continual.json", PLOTS / "continual_matrix.csv",
                      *heat_maps(doc, PLOTS / "continual")]:

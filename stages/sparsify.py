@@ -17,7 +17,6 @@ the per-level table.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import logging
@@ -27,8 +26,7 @@ import torch
 
 from geodesic import tracking
 from geodesic.device import resolve_device
-from geodesic.evaluate import accuracy
-from geodesic.headline import sparsify_headline
+from geodesic.evaluate import accuracy, network_at
 from geodesic.io import atomic_write, save_tensors
 from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
 from geodesic.plots import line_plot
@@ -103,12 +101,10 @@ def sparsify_stage(params: Params) -> None:
                     save_tensors(OUTPUTS / f"{method}.safetensors", state,
                                  {"level": levels[-1], "method": method})
                     tracking.log_artifact(OUTPUTS / f"{method}.safetensors", "model")
-                    sparse = copy.deepcopy(model)
-                    sparse.load_state_dict(state)
-                    tracking.register_model(sparse, ctx.split("test").x[:8],
+                    tracking.register_model(network_at(model, ctx.space, last.weights),
+                                            ctx.split("test").x[:8],
                                             f"sparsify-{method}", alias=sparse_alias(levels[-1]))
         write_metrics("sparsify", table)
-        tracking.log_headline(*sparsify_headline(table))
         write_plots(table, levels)
         tracking.log_artifact(PLOTS / "sparsify.png")
         tracking.log_artifact(PLOTS / "sparsify.csv")
