@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from geodesic.models import build_model  # noqa: E402
+from geodesic.common.models import build_model  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from torch.func import linearize  # noqa: E402
 
 from bench.common import alternate, machine, make, ratios, sgd_step, table, write  # noqa: E402
-from geodesic.metric import FunctionalMetric  # noqa: E402
+from geodesic.core.metric import FunctionalMetric  # noqa: E402
 
 
 def double_vjp(metric: FunctionalMetric, w: torch.Tensor, x: torch.Tensor):

@@ -56,8 +56,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench.common import machine, table, write  # noqa: E402
+from geodesic.core.settings import apply, load_yaml, parse_spec  # noqa: E402
 from geodesic.params import Params, parse_params  # noqa: E402
-from geodesic.settings import apply, load_yaml, parse_spec  # noqa: E402
 
 TOLERANCE = 0.01  # one point of accuracy
 TARGET_SPARSITY = 0.9
@@ -134,10 +134,10 @@ class Progress:
 
 
 def sparsify(params: Params, data, ladder, repeats: int, progress: Progress) -> dict:
-    from geodesic.device import resolve_device
-    from geodesic.evaluate import accuracy
-    from geodesic.objectives.sparsify import level_name
-    from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
+    from geodesic.core.device import resolve_device
+    from geodesic.common.evaluate import accuracy
+    from geodesic.sparsify.objective import level_name
+    from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
     from stages.common import load_base_model
 
     s = params.sparsify
@@ -193,8 +193,8 @@ def sparsify(params: Params, data, ladder, repeats: int, progress: Progress) -> 
 
 
 def connect(params: Params, data, ladder, repeats: int, progress: Progress) -> dict:
-    from geodesic.connect_run import endpoints, run_curve, run_geodesic, score_point
-    from geodesic.device import resolve_device
+    from geodesic.connect.run import endpoints, run_curve, run_geodesic, score_point
+    from geodesic.core.device import resolve_device
     from stages.common import load_base_model
 
     c = params.connect

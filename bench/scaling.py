@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from bench.common import alternate, machine, make, ratios, sgd_step, table, write  # noqa: E402
 from bench.step import stepper  # noqa: E402
-from geodesic.params import GeodesicSettings  # noqa: E402
+from geodesic.core.settings import GeodesicSettings  # noqa: E402
 
 
 def fit(xs: list[float], ys: list[float]) -> float:

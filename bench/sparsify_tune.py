@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from geodesic.params import load_params  # noqa: E402
-from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score  # noqa: E402
+from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, score  # noqa: E402
 from stages.common import load_base_model, load_data  # noqa: E402
 
 GEODESIC_GRID = [dict(anchor=a, steps_per_level=n, settle_steps=60 - n)

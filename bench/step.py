@@ -4,9 +4,9 @@
     python bench/step.py --models mlp --rounds 30 --batch 256
     python bench/step.py --models vgg11 --processes 3      # medians over 3 fresh processes
 
-A step is one iteration of :func:`geodesic.traverse.traverse`'s loop (a ``max_steps=1`` call,
+A step is one iteration of :func:`geodesic.core.traverse.traverse`'s loop (a ``max_steps=1`` call,
 timed from the loop's start to its record: the call's set-up is not a step's cost) with the
-solver built by ``build_solver`` from the default :class:`~geodesic.params.GeodesicSettings`
+solver built by ``build_solver`` from the default :class:`~geodesic.core.settings.GeodesicSettings`
 (``cg``: 6 Lanczos iterations, exact Krylov trust-region step, basis in output space;
 ``cg-weight`` the same with the basis in weight space; ``cg5`` / ``cg10``: 5 / 10 iterations,
 sparsify's and connect's settings; ``qp``: 3 power iterations and 20 FISTA iterations;
@@ -57,11 +57,11 @@ import torch  # noqa: E402
 
 from bench.common import (Timed, alternate, machine, make, ratios, sgd_step, sync, table,  # noqa: E402
                           write)
-from geodesic.metric import FunctionalMetric  # noqa: E402
-from geodesic.objectives import TowardTarget  # noqa: E402
-from geodesic.params import GeodesicSettings  # noqa: E402
-from geodesic.solvers import SOLVERS, build_solver  # noqa: E402
-from geodesic.traverse import Callback, traverse  # noqa: E402
+from geodesic.core.metric import FunctionalMetric  # noqa: E402
+from geodesic.core.objectives import TowardTarget  # noqa: E402
+from geodesic.core.settings import GeodesicSettings  # noqa: E402
+from geodesic.core.solvers import SOLVERS, build_solver  # noqa: E402
+from geodesic.core.traverse import Callback, traverse  # noqa: E402
 
 CONFIGS = {  # measured configuration -> overrides of the default GeodesicSettings
     "cg": {"solver": "cg"},  # the default: 6 products, Lanczos basis in output space

@@ -32,11 +32,11 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
-from geodesic.continual_metrics import average_accuracy
-from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
-from geodesic.data import Dataset
-from geodesic.models import build_model
-from geodesic.traverse import Callback
+from geodesic.common.data import Dataset
+from geodesic.common.models import build_model
+from geodesic.continual.metrics import average_accuracy
+from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
+from geodesic.core.traverse import Callback
 
 Report = Callable[[int, float], None]
 SPARSIFY_FROM_LEVEL = 0.9
@@ -91,7 +91,7 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
                   LogRange("derpp_beta", 0.01, 3.0)],
     },
     "connect": {
-        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("function_pull", 0.1, 10.0),
+        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0),
                      IntRange("cg_iters", 4, 12)],
         "linear": [],
         "aligned": [],
@@ -157,7 +157,7 @@ class LevelReport(Callback):
 
 
 def _sparsify(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
-    from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
+    from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
 
     model = copy.deepcopy(inputs.models[s.seed])
     ctx = SparsifyContext.from_params(inputs.params, model, inputs.data, settings=s)
@@ -207,7 +207,7 @@ class RunningMinimum(Callback):
 
 
 def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
-    from geodesic.connect_run import GEODESICS, endpoints, run_curve, run_geodesic
+    from geodesic.connect.run import GEODESICS, endpoints, run_curve, run_geodesic
 
     first, second = (copy.deepcopy(inputs.models[seed]) for seed in s.seeds)
     ends = endpoints(first, second, inputs.data, s.bn_inputs, s.metric_batch)

@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from geodesic.core.settings import ParamsError
 from geodesic.errors import TrackingUnavailable
-from geodesic.settings import ParamsError
 from pipelines.project import CommandFailed, SweepFailed
 
 EPILOG = """Prefect: flows talk to PREFECT_API_URL when set (a `prefect server start` or
@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _point(text: str) -> dict:
-    from geodesic.settings import parse_spec
+    from geodesic.core.settings import parse_spec
     return dict(parse_spec(item) for item in text.split())
 
 
@@ -262,7 +262,7 @@ def _compose(project: Path, overrides: list[str], output: str) -> int:
 def _sync(project: Path, to: str | None, include_running: bool) -> int:
     from geodesic import tracking
     from geodesic.params import TrackingSettings, load_params
-    from geodesic.tracking_sync import sync
+    from geodesic.tracking.sync import sync
 
     params = project / "params.yaml"
     settings = load_params(params).tracking if params.exists() else TrackingSettings()

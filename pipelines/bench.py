@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from geodesic.traverse import Callback
 from pipelines.servers import free_port, wait_healthy
 
 
@@ -69,34 +68,16 @@ def overhead(repeat: int, force: bool) -> dict:
             "server_startup_s": startup, "runs": {"dvc": dvc_s, "flow": flow_s}}
 
 
-class Timed(Callback):
-    """Wraps a callback and adds up the wall-clock spent in it."""
-
-    def __init__(self, inner: Callback):
-        self.inner, self.seconds = inner, 0.0
-
-    def _call(self, name: str, *args) -> None:
-        t0 = time.perf_counter()
-        getattr(self.inner, name)(*args)
-        self.seconds += time.perf_counter() - t0
-
-    def on_start(self, *a): self._call("on_start", *a)
-    def on_step(self, *a): self._call("on_step", *a)
-    def on_milestone(self, *a): self._call("on_milestone", *a)
-    def on_checkpoint(self, *a): self._call("on_checkpoint", *a)
-    def on_end(self, *a): self._call("on_end", *a)
-
 
 def logging_share(steps: int, solver: str | None) -> dict:
     import torch
 
     from geodesic import tracking
-    from geodesic.evaluate import AccuracyCallback
-    from geodesic.metric import FunctionalMetric
-    from geodesic.objectives import TowardTarget
+    from geodesic.common.evaluate import AccuracyCallback
+    from geodesic.core.metric import FunctionalMetric
+    from geodesic.core.objectives import TowardTarget
     from geodesic.params import load_params
-    from geodesic.solvers import build_solver
-    from geodesic.traverse import traverse
+    from geodesic.core.traverse import Timed, walk
     from stages.common import load_base_model, load_data
 
     params = load_params("params.yaml")
@@ -115,9 +96,8 @@ def logging_share(steps: int, solver: str | None) -> dict:
             accuracy = Timed(AccuracyCallback(model, metric.space, data.val, s.eval_every, "val"))
             torch.manual_seed(0)
             t0 = time.perf_counter()
-            path = traverse(model, objective, metric, build_solver(s), eta=s.eta, beta=s.beta,
-                            max_steps=steps, checkpoint_every=s.checkpoint_every,
-                            directory=work / "path", callbacks=[accuracy, mlflow_cb])
+            path = walk(model, objective, metric, s, max_steps=steps, directory=work / "path",
+                        callbacks=[accuracy, mlflow_cb])
             total = time.perf_counter() - t0
     return {"figure": "MLflow logging share of a digits traversal", "steps": path.steps,
             "solver": s.solver, "cg_iters": s.cg_iters, "traversal_s": total,

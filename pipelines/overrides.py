@@ -3,7 +3,7 @@
     key=value           the same value at every point
     key=[v1,v2,...]     one point per value; several such keys give their grid (product)
 
-Values are YAML, as ``dvc exp run -S`` reads them (the grammar: :func:`geodesic.settings.grid`).
+Values are YAML, as ``dvc exp run -S`` reads them (the grammar: :func:`geodesic.core.settings.grid`).
 Every point is applied to ``params.yaml`` and parsed by :func:`geodesic.params.parse_params`, so
 a typo or an out-of-range value stops the sweep with the same message a stage would give, before
 any compute.
@@ -15,8 +15,8 @@ import re
 import time
 from pathlib import Path
 
+from geodesic.core.settings import ParamsError, Point, grid, to_dict
 from geodesic.params import check_point, load_params
-from geodesic.settings import ParamsError, Point, grid, to_dict
 
 
 def effective_params(params_file: str | Path) -> dict:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from geodesic.core.settings import ParamsError
 from geodesic.params import parse_params
-from geodesic.settings import ParamsError
 
 CONFIG_DIR = "conf"
 CONFIG_NAME = "config"

@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from geodesic.settings import flatten
+from geodesic.core.settings import flatten
 
 TRANSIENT = re.compile(r"unable to acquire lock|database is locked|connection (refused|reset|"
                        r"aborted)|temporary failure|timed out|resource temporarily unavailable",

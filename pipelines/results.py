@@ -15,8 +15,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from geodesic import tracking
+from geodesic.core.settings import ParamsError
 from geodesic.params import load_params
-from geodesic.settings import ParamsError
 from geodesic.tuning import APPLICATIONS
 from pipelines.project import Project
 from pipelines.results_table import summarise, write_results

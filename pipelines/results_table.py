@@ -12,8 +12,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from geodesic.io import write_json
-from geodesic.plots import plt, save_figure
+from geodesic.common.plots import plt, save_figure
+from geodesic.core.io import write_json
 
 FIELDS = {
     "sparsify": ("test_acc", "val_acc", "grad_evals", "seconds"),

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from geodesic.core.settings import load_yaml
 from geodesic.params import parse_params
-from geodesic.settings import load_yaml
 
 ENTRYPOINTS = {"reproduce": "pipelines/flows.py:reproduce", "sweep": "pipelines/flows.py:sweep"}
 
@@ -25,7 +25,7 @@ ENTRYPOINTS = {"reproduce": "pipelines/flows.py:reproduce", "sweep": "pipelines/
 def schedule(project: str | Path, cron: str | None = None,
              overrides: list[str] | None = None) -> tuple[str, list[str], list[str] | None]:
     """(cron, overrides, metrics): flags first, then ``params.yaml``'s ``sweep`` section; a bad
-    value of either raises :class:`~geodesic.settings.ParamsError`."""
+    value of either raises :class:`~geodesic.core.settings.ParamsError`."""
     data = load_yaml(Path(project) / "params.yaml")
     flags = {key: value for key, value in (("cron", cron), ("overrides", overrides)) if value}
     section = data.get("sweep") or {}

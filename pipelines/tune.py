@@ -27,12 +27,12 @@ import yaml
 from prefect import flow
 
 from geodesic import tracking
-from geodesic.data import load_saved
-from geodesic.device import resolve_device
+from geodesic.common.data import load_saved
+from geodesic.core.device import resolve_device
+from geodesic.core.settings import ParamsError, parse_section, to_dict
 from geodesic.params import Params, load_params
-from geodesic.settings import ParamsError, parse_section, to_dict
-from geodesic.tuning import (APPLICATIONS, SPACES, TIED, Choice, IntRange, LogRange,
-                             TuningInputs, methods_of, run_trial, validation_only)
+from geodesic.tuning import (APPLICATIONS, SPACES, TIED, Choice, IntRange, LogRange, TuningInputs,
+                             methods_of, run_trial, validation_only)
 from pipelines.tune_report import write_report
 
 log = logging.getLogger("pipelines.tune")

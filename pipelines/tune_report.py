@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from geodesic.io import write_json
-from geodesic.plots import plt, save_figure
+from geodesic.common.plots import plt, save_figure
+from geodesic.core.io import write_json
 
 
 def _space(space: list[dict]) -> str:

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from geodesic.core.settings import ParamsError
 from geodesic.errors import TrackingUnavailable
 from geodesic.params import Params, load_params
-from geodesic.settings import ParamsError
 
 PARAMS = Path("params.yaml")
 DATASET = Path("data/prepared/dataset.safetensors")
@@ -111,13 +111,13 @@ def params_dict(params: Params, *sections: str) -> dict:
 
 
 def load_data(params: Params):
-    from geodesic.data import load_saved
+    from geodesic.common.data import load_saved
     return load_saved(DATASET)
 
 
 def load_base_model(params: Params, seed: int, device="cpu"):
     """The base network trained with ``seed`` by the train stage."""
-    from geodesic.io import load_tensors
+    from geodesic.core.io import load_tensors
     data = load_data(params)
     model = params.model.build(data.in_shape, data.num_classes)
     state, _ = load_tensors(model_file(seed))
@@ -131,7 +131,7 @@ def write_metrics(application: str, doc: dict) -> None:
     application's headline figures and histories go to the active MLflow run as well."""
     from geodesic import tracking
     from geodesic.headline import HEADLINES, compact
-    from geodesic.io import write_json
+    from geodesic.core.io import write_json
     write_json(METRICS / f"{application}.json", doc)
     write_json(METRICS / f"{application}_headline.json", compact(application, doc))
     if application in HEADLINES:

@@ -21,16 +21,16 @@ import logging
 import torch
 
 from geodesic import tracking
-from geodesic.baselines.curves import Plane
-from geodesic.connect_report import plot_paths, plot_plane, rows, summary, write_csv
-from geodesic.connect_run import (GEODESICS, alignment_figures, endpoints, midpoint_weights,
+from geodesic.common.evaluate import network_at
+from geodesic.connect.curves import Plane
+from geodesic.connect.report import plot_paths, plot_plane, rows, summary, write_csv
+from geodesic.connect.run import (GEODESICS, alignment_figures, endpoints, midpoint_weights,
                                   plane_landscape, run_curve, run_geodesic, score_point,
                                   trace_curve)
-from geodesic.device import resolve_device
-from geodesic.evaluate import network_at
-from geodesic.io import save_tensors
+from geodesic.core.device import resolve_device
+from geodesic.core.io import save_tensors
+from geodesic.core.settings import ParamsError, to_dict
 from geodesic.params import Params
-from geodesic.settings import ParamsError, to_dict
 from stages.common import (DATASET, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
                            main, model_file, params_dict, publish, resumed_from, write_metrics)
 

@@ -19,12 +19,12 @@ import logging
 import torch
 
 from geodesic import tracking
-from geodesic.continual_report import heat_maps, matrix_rows, method_entry, write_csv
-from geodesic.continual_run import BENCHMARKS, METHODS, run_sequence
-from geodesic.device import resolve_device
+from geodesic.continual.report import heat_maps, matrix_rows, method_entry, write_csv
+from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
+from geodesic.core.device import resolve_device
+from geodesic.core.settings import ParamsError
+from geodesic.core.traverse import ProgressLog
 from geodesic.params import Params
-from geodesic.settings import ParamsError
-from geodesic.traverse import ProgressLog
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main,
                            params_dict, publish, resumed_from, write_metrics)
 

@@ -3,7 +3,7 @@ under ``data.root``, a DVC output (cached, ``dvc push``-able). ``data.source`` s
 come from: ``torchvision`` downloads them; a folder in torchvision's layout (e.g.
 ``../shared/data/mnist-real``, relative to the project root) is copied. The files are checked
 (read back, counts) and described by ``<data.root>/manifest.json`` with their sha256
-(:mod:`geodesic.rawdata`); for ``digits``, bundled with scikit-learn, the manifest alone.
+(:mod:`geodesic.common.rawdata`); for ``digits``, bundled with scikit-learn, the manifest alone.
 ``prepare`` depends on this output, so changed raw files rerun everything downstream.
 
 DVC cannot see a folder outside the project change, so the stage is ``always_changed``: every
@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from geodesic import tracking
+from geodesic.common.rawdata import DOWNLOAD, MANIFEST, RawDataError, fetch
+from geodesic.core.settings import ParamsError
 from geodesic.params import Params
-from geodesic.rawdata import DOWNLOAD, MANIFEST, RawDataError, fetch
-from geodesic.settings import ParamsError
 from stages.common import main
 
 log = logging.getLogger("stages.download")

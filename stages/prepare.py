@@ -4,8 +4,8 @@ stage wrote to ``data.root``."""
 from __future__ import annotations
 
 from geodesic import tracking
-from geodesic.data import load_dataset, save_dataset
-from geodesic.io import write_json
+from geodesic.common.data import load_dataset, save_dataset
+from geodesic.core.io import write_json
 from geodesic.params import Params
 from stages.common import DATASET, main, params_dict
 

@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 
 from geodesic import tracking
-from geodesic.device import resolve_device
-from geodesic.evaluate import accuracy, network_at
-from geodesic.io import atomic_write, save_tensors
-from geodesic.params import SPARSIFY_METHODS as METHOD_NAMES, Params
-from geodesic.plots import line_plot
-from geodesic.sparsify_run import SPARSIFY_METHODS, SparsifyContext, score
+from geodesic.common.evaluate import accuracy, network_at
+from geodesic.common.plots import line_plot
+from geodesic.core.device import resolve_device
+from geodesic.core.io import atomic_write, save_tensors
+from geodesic.params import Params
+from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, score
+from geodesic.sparsify.settings import SPARSIFY_METHODS as METHOD_NAMES
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
                            load_data, main, model_file, params_dict, publish, resumed_from,
                            write_metrics)

@@ -9,10 +9,10 @@ import statistics
 import torch
 
 from geodesic import tracking
-from geodesic.device import resolve_device
-from geodesic.io import save_tensors
+from geodesic.common.train import TrainConfig, train
+from geodesic.core.device import resolve_device
+from geodesic.core.io import save_tensors
 from geodesic.params import Params
-from geodesic.train import TrainConfig, train
 from stages.common import (DATASET, checkpoint_dir, load_data, main, model_file, params_dict,
                            write_metrics)
 

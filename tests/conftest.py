@@ -34,8 +34,8 @@ def one_thread_per_test():
 @pytest.fixture(scope="module")
 def tasks():
     """The digits split into five tasks of two classes (the continual default)."""
-    from geodesic.data import load_dataset
-    from geodesic.tasks import class_split
+    from geodesic.common.data import load_dataset
+    from geodesic.continual.tasks import class_split
     return class_split(load_dataset("digits"), 5)
 
 
@@ -85,7 +85,7 @@ def with_bn_statistics(net: nn.Module, shape) -> nn.Module:
 
 def tiny_vgg_bn():
     """The library's VGG class (features, flatten, classifier) with BatchNorm, tiny."""
-    from geodesic.models import VGG
+    from geodesic.common.models import VGG
     torch.manual_seed(0)
     return with_bn_statistics(VGG([3, "M", 4, 4, "M"], (2, 8, 8), 5, batch_norm=True), (1, 2, 8, 8))
 

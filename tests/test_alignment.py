@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic.alignment import Alignment, AlignmentError, symmetry, weight_matching
-from geodesic.metric import ParameterSpace
-from geodesic.models import VGG, build_model
+from geodesic.common.models import VGG, build_model
+from geodesic.connect.alignment import Alignment, AlignmentError, symmetry, weight_matching
+from geodesic.core.metric import ParameterSpace
 from tests.conftest import tiny_vgg_bn, with_bn_statistics
 
 

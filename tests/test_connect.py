@@ -5,20 +5,21 @@ import dataclasses
 import pytest
 import torch
 
-from geodesic.baselines.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
-                                       fit_bezier, garipov_lr)
-from geodesic.connect_run import BASELINES, GEODESICS, TARGETS, endpoints, run_curve, run_geodesic
-from geodesic.data import load_dataset
-from geodesic.evaluate import (BatchNormRefresh, accuracy, path_metrics, recalibrate_batchnorm,
-                               score_weights)
-from geodesic.metric import FunctionalMetric, ParameterSpace
-from geodesic.models import build_model
-from geodesic.objectives.connect import Connect
-from geodesic.params import CURVE_NAMES, GEODESIC_NAMES, ConnectSettings, parse_params
-from geodesic.settings import ParamsError
-from geodesic.solvers import ConjugateGradient
-from geodesic.train import TrainConfig, train
-from geodesic.traverse import traverse
+from geodesic.common.data import load_dataset
+from geodesic.common.evaluate import (BatchNormRefresh, accuracy, path_metrics,
+                                      recalibrate_batchnorm, score_weights)
+from geodesic.common.models import build_model
+from geodesic.common.train import TrainConfig, train
+from geodesic.connect.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
+                                     fit_bezier, garipov_lr)
+from geodesic.connect.objective import Connect
+from geodesic.connect.run import BASELINES, GEODESICS, TARGETS, endpoints, run_curve, run_geodesic
+from geodesic.connect.settings import CURVE_NAMES, GEODESIC_NAMES, ConnectSettings
+from geodesic.core.metric import FunctionalMetric, ParameterSpace
+from geodesic.core.settings import ParamsError
+from geodesic.core.solvers import ConjugateGradient
+from geodesic.core.traverse import traverse
+from geodesic.params import parse_params
 from tests.conftest import tiny_mlp
 
 
@@ -48,7 +49,7 @@ def trained(digits):
 
 def settings(**overrides) -> ConnectSettings:
     base = dict(eta=0.5, cg_iters=10, metric_batch=256, eps=0.01, max_steps=300, eval_every=2,
-                function_pull=3.0, points=11, bn_inputs=0, bezier_steps=200, plane_grid=0)
+                anchor=3.0, points=11, bn_inputs=0, bezier_steps=200, plane_grid=0)
     return dataclasses.replace(ConnectSettings(), **{**base, **overrides})
 
 
@@ -64,7 +65,7 @@ def test_geodesic_keeps_accuracy_where_the_line_between_permuted_twins_drops(dig
     ends = endpoints(net, twin, digits, 0, 256)
     base = accuracy(net, digits.test)[0]
     line = run_curve("linear", ends, settings())
-    geodesic = run_geodesic(ends, settings(function_pull=pull))
+    geodesic = run_geodesic(ends, settings(anchor=pull))
     assert line.metrics["min_acc"] < base - 0.10  # the averaged hidden units lose the function
     assert geodesic.metrics["min_acc"] >= base - 0.02
     assert geodesic.metrics["end_distance"] <= 0.01
@@ -245,7 +246,7 @@ def test_bezier_training_is_deterministic(digits, trained):
 
 def test_an_interrupted_bezier_training_resumes_to_the_uninterrupted_curve(digits, trained,
                                                                            tmp_path):
-    from geodesic.path import StateCheckpoints
+    from geodesic.core.path import StateCheckpoints
     net, twin = trained
     space = ParameterSpace(net)
     cfg = BezierTraining(steps=30, batch_size=32, log_every=5)
@@ -349,7 +350,7 @@ def test_aligned_methods_end_at_pi_w2_which_computes_w2s_function(digits, two_ne
     ({"seeds": [0, 0]}, "connect.seeds"),
     ({"seeds": [0, 1, 2]}, "connect.seeds"),
     ({"eps": 0.0}, "connect.eps"),
-    ({"function_pull": -1.0}, "connect.function_pull"),
+    ({"anchor": -1.0}, "connect.anchor"),
     ({"geodesics": ["geodesic", "geodesic"]}, "connect.geodesics"),
     ({"geodesics": ["geodesic_plain"]}, "connect.geodesics"),
     ({"geodesics": [], "baselines": []}, "connect.geodesics"),
@@ -365,9 +366,9 @@ def test_bad_connect_params_name_the_key(section, key):
 def test_the_midpoint_is_the_curve_at_one_half_or_the_middle_path_checkpoint(tmp_path):
     import torch as t
 
-    from geodesic.baselines.curves import Line
-    from geodesic.connect_run import MethodResult, midpoint_weights
-    from geodesic.path import Checkpoint, save_checkpoint
+    from geodesic.connect.curves import Line
+    from geodesic.connect.run import MethodResult, midpoint_weights
+    from geodesic.core.path import Checkpoint, save_checkpoint
     line = MethodResult("linear", [], {"steps": 0}, curve=Line(t.zeros(3), t.full((3,), 2.0)))
     assert t.equal(midpoint_weights(line, tmp_path), t.ones(3))
     for step in (4, 8, 12):

@@ -92,7 +92,7 @@ def test_the_stage_on_digits_writes_every_output(tmp_path, monkeypatch):
         "model": {"name": "mlp", "widths": [16]},
         "train": {"seeds": [0, 1], "epochs": 3},
         "connect": {"eta": 1.0, "max_steps": 8, "cg_iters": 3, "eval_every": 2,
-                    "checkpoint_every": 4, "function_pull": 3.0, "bezier_steps": 10,
+                    "checkpoint_every": 4, "anchor": 3.0, "bezier_steps": 10,
                     "points": 5, "plane_grid": 3},
     }
     metrics = run_pipeline(tmp_path, monkeypatch, params)
@@ -116,9 +116,9 @@ class NaNOnce:
 def test_a_nan_step_inside_the_stage_halves_eta_and_its_run_logs_it(tmp_path, monkeypatch):
     """Step 3 of the geodesic is NaN: the traversal halves eta, retries, finishes its steps,
     and the method's MLflow run holds ``eta_halvings`` and ``eta`` at every step."""
-    import geodesic.connect_run
-    build_solver = geodesic.connect_run.build_solver
-    monkeypatch.setattr(geodesic.connect_run, "build_solver",
+    import geodesic.connect.run
+    build_solver = geodesic.connect.run.build_solver
+    monkeypatch.setattr(geodesic.connect.run, "build_solver",
                         lambda settings: NaNOnce(build_solver(settings), at=3))
     params = {
         "data": {"name": "digits"},

@@ -3,18 +3,17 @@ are shared, the registries match the params names."""
 import pytest
 import torch
 
-from geodesic.baselines.continual import (BASELINES, BaselineConfig, Context, Template,
-                                          old_output_groups)
-from geodesic.baselines.continual_plugins import EWC, SI, DarkReplay, LwF, Replay
-from geodesic.continual_protocol import SCENARIOS, empty_memory, output_mask, task_memory
-from geodesic.continual_run import METHODS, run_sequence
-from geodesic.models import build_model
-from geodesic.params import (CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, ContinualSettings,
-                             parse_params)
-from geodesic.path import checkpoint_files
-from geodesic.registry import UnknownNameError
-from geodesic.settings import ParamsError
-from geodesic.traverse import Callback
+from geodesic.common.models import build_model
+from geodesic.continual.baselines import BASELINES, Context, Template, old_output_groups
+from geodesic.continual.plugins import EWC, SI, DarkReplay, LwF, Replay
+from geodesic.continual.protocol import SCENARIOS, empty_memory, output_mask, task_memory
+from geodesic.continual.run import METHODS, run_sequence
+from geodesic.continual.settings import CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, ContinualSettings
+from geodesic.core.path import checkpoint_files
+from geodesic.core.registry import UnknownNameError
+from geodesic.core.settings import ParamsError
+from geodesic.core.traverse import Callback
+from geodesic.params import parse_params
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +25,8 @@ def network(seed=0):
 
 
 def learn(plugins, tasks, t, model, masks, budget=40, memory=None):
-    template = Template(plugins, BaselineConfig(lr=0.05), 32, budget, stop_every=10, patience=0)
+    template = Template(plugins, ContinualSettings(lr=0.05, finetune_lr=0.05, batch_size=32,
+                                                 budget=budget, stop_every=10, patience=0))
     memory = memory if memory is not None else empty_memory(tasks[0].train, 10)
     return template.learn(model, t, tasks, masks, memory, seed=t)
 

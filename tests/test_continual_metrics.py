@@ -1,7 +1,7 @@
 """ACC, BWT and forgetting on accuracy matrices computed by hand."""
 import pytest
 
-from geodesic.continual_metrics import (average_accuracy, backward_transfer, forgetting,
+from geodesic.continual.metrics import (average_accuracy, backward_transfer, forgetting,
                                         forgetting_per_task, summary)
 
 # R[i][j]: accuracy on task j after learning task i

@@ -5,16 +5,17 @@ import dataclasses
 import pytest
 import torch
 
-from geodesic.baselines.continual import BaselineConfig, Template
-from geodesic.continual_protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
+from geodesic.common.data import Split
+from geodesic.common.models import build_model
+from geodesic.continual.baselines import Template
+from geodesic.continual.objective import LearnTask, MemoryMetric
+from geodesic.continual.protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
                                          output_mask, task_memory)
-from geodesic.data import Split
-from geodesic.models import build_model
-from geodesic.objectives.base import Anchor, Combined
-from geodesic.objectives.continual import LearnTask, MemoryMetric
-from geodesic.path import load_latest_checkpoint
-from geodesic.solvers import ConjugateGradient
-from geodesic.traverse import traverse
+from geodesic.continual.settings import ContinualSettings
+from geodesic.core.objectives import Anchor, Combined
+from geodesic.core.path import load_latest_checkpoint
+from geodesic.core.solvers import ConjugateGradient
+from geodesic.core.traverse import traverse
 from tests.helpers.callbacks import Kill
 
 
@@ -25,7 +26,8 @@ def first_task_network(tasks, scenario="task-il", width=32):
     torch.manual_seed(0)
     model = build_model("mlp", (1, 8, 8), 10, (width,))
     masks = [output_mask(scenario, t, 10) for t in tasks]
-    Template([], BaselineConfig(lr=0.05), 64, budget=60, stop_every=10, patience=0).learn(
+    Template([], ContinualSettings(lr=0.05, batch_size=64, budget=60, stop_every=10,
+                                   patience=0)).learn(
         model, 0, tasks, masks, empty_memory(tasks[0].train, 10), seed=0)
     return model, masks
 

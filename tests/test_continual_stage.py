@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from geodesic.continual_report import read_csv
-from geodesic.io import read_json
+from geodesic.continual.report import read_csv
+from geodesic.core.io import read_json
+from geodesic.core.settings import ParamsError
 from geodesic.params import parse_params
-from geodesic.settings import ParamsError
 from stages.continual import continual_stage
 from stages.prepare import prepare
 from tests.helpers.raw_files import write_cifar100, write_noise_mnist

@@ -5,9 +5,10 @@ import pytest
 import torch
 import torchvision.datasets
 
-from geodesic.data import DATASETS, Dataset, Split, batches, load_dataset, load_saved, save_dataset
+from geodesic.common.data import (DATASETS, Dataset, Split, batches, load_dataset, load_saved,
+                                  save_dataset)
+from geodesic.continual.tasks import class_split, permute_pixels, permuted
 from geodesic.params import DATASETS as DATASET_NAMES
-from geodesic.tasks import class_split, permute_pixels, permuted
 from tests.conftest import write_mnist
 from tests.helpers.raw_files import accept_test_files, write_cifar
 
@@ -167,7 +168,7 @@ def test_permuted_tasks_permute_every_split_and_channel_alike():
 
 
 def test_pad_centres_every_image_and_puts_an_odd_margin_after_it():
-    from geodesic.data import pad
+    from geodesic.common.data import pad
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4) + 1
     padded = pad(Split(x, torch.tensor([0, 1])), 8).x
     assert padded.shape == (2, 1, 8, 8)

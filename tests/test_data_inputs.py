@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geodesic.rawdata import DOWNLOAD, RawDataError, fetch
+from geodesic.common.rawdata import DOWNLOAD, RawDataError, fetch
 from tests.conftest import write_mnist
 from tests.helpers.stage_processes import strip_timing
 

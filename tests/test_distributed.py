@@ -11,12 +11,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from geodesic.distributed import DistributedMetric, average
-from geodesic.metric import FunctionalMetric
-from geodesic.models import VGG
-from geodesic.objectives import TowardTarget
-from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
-from geodesic.traverse import traverse
+from geodesic.common.models import VGG
+from geodesic.core.distributed import DistributedMetric, average
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.objectives import TowardTarget
+from geodesic.core.solvers import ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.traverse import traverse
 
 SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty,  # cg: output basis
            "penalty-12": lambda: Penalty(length_batch=12),  # rows 0-7 on rank 0, 8-11 on rank 1
@@ -110,7 +110,7 @@ def test_torchrun_launch(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from geodesic.distributed import DistributedMetric, init
+        from geodesic.core.distributed import DistributedMetric, init
         from tests.test_distributed import walk
         rank, world = init()
         weights, _ = walk(DistributedMetric, "cg", 16)

@@ -1,4 +1,4 @@
-"""The fast paths give the plain path's numbers: per-layer products (geodesic.fastmetric) equal
+"""The fast paths give the plain path's numbers: per-layer products (geodesic.core.fastmetric) equal
 the generic torch.func products and the dense J^T H J in float64, for every output kind;
 unsupported models fall back; the compiled tangent recursion gives the eager numbers; AMP is off
 on the CPU."""
@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geodesic.metric import FunctionalMetric
-from geodesic.models import VGG
-from geodesic.objectives import TowardTarget
-from geodesic.solvers import ConjugateGradient
-from geodesic.traverse import traverse
+from geodesic.common.models import VGG
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.objectives import TowardTarget
+from geodesic.core.solvers import ConjugateGradient
+from geodesic.core.traverse import traverse
 from tests.conftest import tiny_convnet_bn, tiny_mlp, tiny_vgg_bn, with_bn_statistics
 
 
@@ -87,7 +87,7 @@ def test_fast_products_equal_generic_and_dense(float64, make, shape, kind):
 
 
 def test_library_models_take_the_fast_path():
-    from geodesic.models import build_model
+    from geodesic.common.models import build_model
     for name, shape in [("mlp", (1, 8, 8)), ("vgg11", (3, 32, 32)), ("vgg16_bn", (3, 32, 32))]:
         model = build_model(name, shape, 10)
         assert FunctionalMetric(model, torch.randn(2, *shape)).chain is not None, name
@@ -245,7 +245,7 @@ def test_amp_plumbing_with_cpu_bfloat16_standing_in_for_cuda(monkeypatch, fast):
 
 def test_quarter_width_vgg11_bn_on_padded_grey_images_takes_the_fast_path(float64):
     """The CPU preset's network (conf/scale_model/cpu_vgg11_bn.yaml) on 1x32x32 inputs."""
-    from geodesic.models import build_model
+    from geodesic.common.models import build_model
     model = with_bn_statistics(build_model("vgg11_bn", (1, 32, 32), 10, width=0.25).double(),
                                (16, 1, 32, 32))
     x = torch.randn(3, 1, 32, 32)

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic.models import MODELS, build_model
+from geodesic.common.models import MODELS, build_model
+from geodesic.core.registry import UnknownNameError
 from geodesic.params import MODELS as MODEL_NAMES
-from geodesic.registry import UnknownNameError
 
 SHAPES = {"mlp": (1, 8, 8)}
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geodesic.models import MODELS
-from geodesic.data import DATASETS
-from geodesic.metric import OUTPUT_KINDS
-from geodesic.params import DATASETS as DATASET_NAMES, MODELS as MODEL_NAMES, OUTPUTS, SOLVERS
+from geodesic.common.data import DATASETS
+from geodesic.common.models import MODELS
+from geodesic.core.metric import OUTPUT_KINDS
+from geodesic.core.settings import OUTPUTS, SOLVERS
+from geodesic.core.settings import ParamsError, to_dict
+from geodesic.core.solvers import SOLVERS as SOLVER_REGISTRY
+from geodesic.params import DATASETS as DATASET_NAMES, MODELS as MODEL_NAMES
 from geodesic.params import Params, load_params, parse_params
-from geodesic.settings import ParamsError, to_dict
-from geodesic.solvers import SOLVERS as SOLVER_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -216,7 +217,7 @@ def declared(key):
 def test_the_walk_finds_the_numeric_keys_of_every_section():
     assert len(NUMERIC) > 60
     assert {"data.val_fraction", "train.lr", "train.seeds", "sparsify.eta", "sparsify.levels",
-            "continual.ewc_lambda", "connect.function_pull"} <= set(NUMERIC)
+            "continual.ewc_lambda", "connect.anchor"} <= set(NUMERIC)
     assert {k.split(".")[0] for k in NUMERIC} == {"data", "model", "train", "sparsify",
                                                   "continual", "connect"}
 

@@ -134,8 +134,8 @@ def test_reproduce_runs_the_digits_pipeline_and_mlflow_holds_the_nested_record(
     import mlflow
     import torch
 
-    from geodesic.io import load_tensors
-    from geodesic.models import build_model
+    from geodesic.core.io import load_tensors
+    from geodesic.common.models import build_model
     from pipelines.flows import reproduce
     from pipelines.project import Project, flat_metrics
     root, client, stages = digits

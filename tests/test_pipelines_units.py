@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geodesic.settings import ParamsError
+from geodesic.core.settings import ParamsError
 from pipelines import report
 from pipelines.overrides import expand, grid
 from pipelines.project import CommandFailed, Project, error_message, format_value
@@ -75,10 +75,10 @@ def test_values_are_written_the_way_dvc_reads_them_back():
 def test_the_stage_message_is_found_below_dvc_chatter():
     output = ["Running stage 'bad':", "> python -m stages.bad", "Traceback (most recent call):",
               '  File "x.py", line 3, in <module>',
-              "geodesic.settings.ParamsError: params: train.lr = -1 is not allowed: > 0",
+              "geodesic.core.settings.ParamsError: params: train.lr = -1 is not allowed: > 0",
               "ERROR: failed to reproduce 'bad': failed to run: python -m stages.bad, exited "
               "with 1"]
-    assert error_message(output) == ("geodesic.settings.ParamsError: params: train.lr = -1 is "
+    assert error_message(output) == ("geodesic.core.settings.ParamsError: params: train.lr = -1 is "
                                      "not allowed: > 0")
     assert error_message(["error: params: data.name = 'x' is not allowed", "ERROR: failed"]) \
         == "error: params: data.name = 'x' is not allowed"

@@ -2,15 +2,14 @@
 writes to params.yaml), the committed params.yaml is the default composition, every preset
 combination gives params that parse, and the groups set what they name."""
 import configparser
-import json
 import itertools
 from pathlib import Path
 
 import pytest
 import yaml
 
+from geodesic.core.settings import ParamsError, flatten
 from geodesic.params import DATASET_SHAPES, parse_params
-from geodesic.settings import ParamsError, flatten
 from pipelines.presets import GROUPS, compose, options, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +49,8 @@ def test_every_combination_parses_and_names_its_presets(scale):
         tuned = flatten(TUNED)
         own = ROOT / "conf" / "tuned" / f"{data}_{model}.yaml"
         if not own.exists():  # no tuned file: the base values of conf/
-            assert flatten(composed)["connect.function_pull"] == 0.0 != tuned[
-                "connect.function_pull"]
+            assert flatten(composed)["connect.anchor"] == 0.0 != tuned[
+                "connect.anchor"]
         else:  # the values chosen for this data set and model, where no scale file sets
             chosen = flatten(yaml.safe_load(own.read_text()))  # its own budgets after them
             budgets = {**flatten(load_group("scale", scale)),
@@ -76,7 +75,7 @@ def test_the_digits_default_takes_the_values_chosen_on_digits():
 
 def test_base_values_of_the_tuned_keys_are_the_library_defaults():
     from geodesic.params import Params
-    from geodesic.settings import to_dict
+    from geodesic.core.settings import to_dict
     base = flatten(compose(["data=mnist"], ROOT))  # the mlp on mnist: no tuned file
     defaults = flatten(to_dict(Params()))
     assert {k: base[k] for k in flatten(TUNED)} == {k: defaults[k] for k in flatten(TUNED)}
@@ -140,7 +139,7 @@ def test_write_checks_before_replacing_the_file(tmp_path):
 
 def test_group_names_match_the_preset_section():
     from geodesic.params import PresetSettings
-    from geodesic.settings import to_dict
+    from geodesic.core.settings import to_dict
     assert tuple(to_dict(PresetSettings())) == GROUPS
 
 
@@ -156,6 +155,6 @@ def test_the_shrunk_project_copy_composes_to_its_shrunk_params(tmp_path):
 
 def test_conf_holds_every_key_so_every_key_takes_a_plain_override():
     from geodesic.params import Params
-    from geodesic.settings import to_dict
+    from geodesic.core.settings import to_dict
     assert set(flatten(compose(root=ROOT))) == set(flatten(to_dict(Params())))
     assert compose(["continual.fisher_samples=4"], ROOT)["continual"]["fisher_samples"] == 4

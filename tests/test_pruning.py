@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic.baselines import pruning
-from geodesic.data import Dataset, Split
-from geodesic.masks import MagnitudeProjection, prunable_names, to_torch_prune
-from geodesic.metric import ParameterSpace
-from geodesic.registry import UnknownNameError
-from geodesic.train import TrainConfig, train
+from geodesic.common.data import Dataset, Split
+from geodesic.common.train import TrainConfig, train
+from geodesic.core.metric import ParameterSpace
+from geodesic.core.registry import UnknownNameError
+from geodesic.sparsify import baselines as pruning
+from geodesic.sparsify.masks import MagnitudeProjection, prunable_names, to_torch_prune
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_test")
@@ -174,7 +174,7 @@ class Counted:
 def test_an_interrupted_baseline_resumes_to_the_uninterrupted_result(method, tmp_path):
     """Killed mid-round, at a round boundary and twice in a row, every rerun ends with bitwise
     the weights and counts of an uninterrupted run; a damaged newest checkpoint is skipped."""
-    from geodesic.path import StateCheckpoints, checkpoint_files
+    from geodesic.core.path import StateCheckpoints, checkpoint_files
 
     data = digits_like()
     loss = pruning.label_loss(data.train.x, data.train.y)

@@ -1,7 +1,7 @@
 """Per-seed metrics files summarised over seeds: the figures, the table and the plot."""
 import pytest
 
-from geodesic.settings import ParamsError
+from geodesic.core.settings import ParamsError
 from pipelines.results import check_request, preset_overrides, seed_point
 from pipelines.results_table import markdown, summarise, write_results
 

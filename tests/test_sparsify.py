@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from geodesic.masks import MagnitudeProjection
-from geodesic.metric import FunctionalMetric
-from geodesic.objectives.sparsify import Sparsify, build_sparsify_objective, level_name
-from geodesic.objectives.task_loss import TaskLoss
-from geodesic.path import load_latest_checkpoint
-from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
-from geodesic.traverse import Callback, traverse
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.path import load_latest_checkpoint
+from geodesic.core.solvers import ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.task_loss import TaskLoss
+from geodesic.core.traverse import Callback, traverse
+from geodesic.sparsify.masks import MagnitudeProjection
+from geodesic.sparsify.objective import Sparsify, build_sparsify_objective, level_name
 from tests.helpers.callbacks import Kill
 
 LEVELS = [0.5, 0.8, 0.9]

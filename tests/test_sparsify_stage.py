@@ -7,8 +7,9 @@ import pytest
 import torch
 import yaml
 
-from geodesic.io import load_tensors
-from geodesic.params import SPARSIFY_METHODS, load_params
+from geodesic.core.io import load_tensors
+from geodesic.params import load_params
+from geodesic.sparsify.settings import SPARSIFY_METHODS
 from stages.prepare import prepare
 from stages.sparsify import sparsify_stage
 from stages.train import train_stage

@@ -15,7 +15,7 @@ import re
 import pytest
 import yaml
 
-from geodesic.path import checkpoint_files
+from geodesic.core.path import checkpoint_files
 from tests.helpers.stage_processes import copy_inputs, kill_and_rerun, run_stage, strip_timing
 
 TINY = {

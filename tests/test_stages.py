@@ -106,7 +106,7 @@ def test_checkpoints_of_other_code_parameters_or_data_are_not_resumed(monkeypatc
     assert folder() != here
     (tmp_path / "seed0").write_bytes(b"weights")
     assert folder() == here
-    monkeypatch.setattr(common, "code_hash", lambda: "an edited geodesic/train.py")
+    monkeypatch.setattr(common, "code_hash", lambda: "an edited geodesic/common/train.py")
     assert folder() != here
     with pytest.raises(FileNotFoundError, match="seed1: an input of the stage is missing"):
         common.checkpoint_dir("train", params, ("train",), (Path("seed1"),))

@@ -10,11 +10,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from geodesic import tracking
-from geodesic.metric import FunctionalMetric
-from geodesic.models import build_model
-from geodesic.objectives import TowardTarget
-from geodesic.solvers import ConjugateGradient
-from geodesic.traverse import traverse
+from geodesic.common.models import build_model
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.objectives import TowardTarget
+from geodesic.core.solvers import ConjugateGradient
+from geodesic.core.traverse import traverse
 from tests.conftest import tiny_mlp
 
 

@@ -13,8 +13,8 @@ import yaml
 from mlflow.entities import Metric, ViewType
 from mlflow.tracking import MlflowClient
 
-from geodesic import tracking_sync
-from geodesic.tracking_sync import sync
+from geodesic.tracking import sync as tracking_sync
+from geodesic.tracking.sync import sync
 from pipelines.__main__ import main
 from pipelines.servers import free_port, wait_healthy
 
@@ -93,7 +93,7 @@ def check_copy(offline: MlflowClient, remote: MlflowClient, run, copies: dict, t
 
 def prepared_data(cwd: Path) -> None:
     """What the prepare stage writes (here without its MLflow run, to keep the test short)."""
-    from geodesic.data import load_dataset, save_dataset
+    from geodesic.common.data import load_dataset, save_dataset
     from geodesic.params import load_params
     d = load_params(cwd / "params.yaml").data
     save_dataset(load_dataset(d.name, cwd / d.root, d.val_fraction, d.seed),
@@ -218,4 +218,4 @@ def test_only_the_tracking_modules_import_mlflow():
                  for folder in ("geodesic", "stages", "pipelines")
                  for path in (ROOT / folder).rglob("*.py")
                  if re.search(r"^\s*(import|from) mlflow\b", path.read_text(), re.M)}
-    assert importers == {"geodesic/tracking.py", "geodesic/tracking_sync.py"}
+    assert importers == {"geodesic/tracking/__init__.py", "geodesic/tracking/sync.py"}

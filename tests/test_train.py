@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from geodesic.data import load_dataset
-from geodesic.models import build_model
-from geodesic.train import TrainConfig, train
+from geodesic.common.data import load_dataset
+from geodesic.common.models import build_model
+from geodesic.common.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from geodesic.metric import FunctionalMetric
-from geodesic.objectives import Objective, TowardTarget
-from geodesic.path import Path, checkpoint_file, load_latest_checkpoint
-from geodesic.solvers import ConjugateGradient, Penalty, ProjectedGradient
-from geodesic.traverse import Callback, NumericalFault, traverse
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.objectives import Objective, TowardTarget
+from geodesic.core.path import Path, checkpoint_file, load_latest_checkpoint
+from geodesic.core.solvers import ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.traverse import Callback, NumericalFault, traverse
 from tests.conftest import tiny_mlp
 from tests.helpers.callbacks import Kill
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from geodesic.data import load_saved, save_dataset
+from geodesic.common.data import load_saved, save_dataset
+from geodesic.core.settings import ParamsError
 from geodesic.params import load_params
-from geodesic.settings import ParamsError
 from geodesic.tuning import SPACES, TuningInputs, run_trial, validation_only
 from pipelines.tune import check_request, tune_application
 from stages.common import DATASET

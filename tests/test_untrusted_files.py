@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from geodesic.io import CorruptFileError, load_tensors, save_tensors
-from geodesic.path import Path as TraversalPath
-from geodesic.train import _load_state
+from geodesic.common.train import _load_state
+from geodesic.core.io import CorruptFileError, load_tensors, save_tensors
+from geodesic.core.path import Path as TraversalPath
 
 
 class Exploit:

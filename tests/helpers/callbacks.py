@@ -1,5 +1,5 @@
 """Traversal callbacks for tests: a crash right after a chosen checkpoint."""
-from geodesic.traverse import Callback
+from geodesic.core.traverse import Callback
 
 
 class Kill(Callback):

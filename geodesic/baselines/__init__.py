@@ -1,1 +1,0 @@
-"""Baselines the geodesic paths are compared against (one small module per application)."""

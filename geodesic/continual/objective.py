@@ -1,0 +1,121 @@
+"""Continual learning along a geodesic: learn task t while keeping the earlier tasks' outputs.
+
+Direction (``LearnTask``): v(w) = -grad_w L_t(w), L_t = CE(mask_t(f(x; w)), y) on the next
+minibatch of task t (``TaskBatches``: a seeded, checkpointed order, the same the baselines get).
+
+Metric (``MemoryMetric``): on the memory of earlier tasks' inputs, each input i judged on its own
+task's outputs, z_i(w) = mask_{task(i)}(f(x_i; w)):
+
+    g(w) = (1/|B|) sum_{i in B} J_i^T H J_i,     J_i = d z_i / dw.
+
+Task-IL masks the other tasks' logits to a constant, so those rows of J_i vanish: the path may
+freely change what task-IL predictions of earlier tasks do not read (among them the new task's
+classes on old inputs), and keeps what they do read. Class-IL keeps every output.
+
+Stop (``done``): when the next step would take the evaluations spent on this task (metric
+products, pullbacks and gradients, the unit the baselines' forward+backward passes are counted
+in) past ``budget``, judged by the cost of the previous step; or when the new task's validation
+loss, checked every ``stop.every`` evaluations, stopped improving (``EarlyStop``).
+
+Hybrid forms need no new loop code: ``Combined([(1, LearnTask(...)), (alpha, Anchor())])`` pulls
+back toward the task's starting function on the memory, or adds any other objective's direction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value
+
+from geodesic.common.data import Split
+from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, masked_logits, task_loss
+from geodesic.core.metric import FunctionalMetric, eval_mode
+from geodesic.core.objectives import Objective
+
+
+class MemoryMetric(FunctionalMetric):
+    """The functional metric on a :class:`Memory`, each input scored on its own task's outputs.
+
+    The metric's inputs are indices into the memory, so a sampled batch carries its masks."""
+
+    def __init__(self, model: nn.Module, memory: Memory, output: str = "logits",
+                 batch_size: int | None = None, seed: int = 0, **options):
+        device = memory.x.device
+        super().__init__(model, torch.arange(len(memory), device=device), output, batch_size,
+                         seed=seed, **options)
+        self.memory = memory
+
+    def function(self, w: Tensor, index: Tensor) -> Tensor:
+        return masked_logits(super().function(w, self.memory.x[index]), self.memory.masks[index])
+
+
+class LearnTask(Objective):
+    """v = -grad L_t on the task's next minibatch; stops on the budget or on early stopping."""
+
+    def __init__(self, metric: FunctionalMetric, batches: TaskBatches, mask: Tensor, val: Split,
+                 stop: EarlyStop, budget: int):
+        self.metric, self.batches, self.mask, self.val = metric, batches, mask, val
+        self.stop, self.budget = stop, budget
+        self.grad_evals = 0
+        self._base, self._marks = 0, (metric.evals, 0)
+        self.last_spent, self.last_cost, self.stopped = 0, 0, False
+        self.batch_loss, self.val_loss = math.nan, math.nan
+
+    def function(self, w: Tensor, x: Tensor) -> Tensor:
+        """f(x; w) in eval mode with the model's buffers (BatchNorm statistics stay fixed)."""
+        model = self.metric.model
+        with eval_mode(model):
+            return functional_call(model, {**self.metric.space.unflatten(w),
+                                           **self.metric.buffers}, (x,))
+
+    def spent(self) -> int:
+        return self._base + self.metric.evals - self._marks[0] + self.grad_evals - self._marks[1]
+
+    def direction(self, w: Tensor, local) -> Tensor:
+        x, y = self.batches.next()
+        device = w.device
+        gradient, loss = grad_and_value(
+            lambda v: task_loss(self.function(v, x.to(device)), y.to(device), self.mask))(w)
+        self.grad_evals += 1
+        self.batch_loss = float(loss)
+        return -gradient
+
+    @torch.no_grad()
+    def validation_loss(self, w: Tensor, batch_size: int = 1024) -> float:
+        total = 0.0
+        for start in range(0, len(self.val), batch_size):
+            x = self.val.x[start:start + batch_size].to(w.device)
+            y = self.val.y[start:start + batch_size].to(w.device)
+            total += float(task_loss(self.function(w, x), y, self.mask)) * len(y)
+        return total / max(len(self.val), 1)
+
+    def after_step(self, w: Tensor) -> tuple[Tensor, list[str]]:
+        spent = self.spent()
+        self.last_cost, self.last_spent = spent - self.last_spent, spent
+        self.val_loss = math.nan
+        if len(self.val) and self.stop.due(spent):
+            self.val_loss = self.validation_loss(w)
+            self.stopped = self.stop.update(spent, self.val_loss)
+        return w, []
+
+    def done(self, w: Tensor) -> bool:
+        spent = self.spent()
+        return self.stopped or spent >= self.budget or spent + self.last_cost > self.budget
+
+    def progress(self, w: Tensor) -> dict[str, float]:
+        out = {"batch_loss": self.batch_loss}
+        if not math.isnan(self.val_loss):
+            out["val_loss"] = self.val_loss
+        return out
+
+    def state_dict(self) -> dict[str, Tensor]:
+        counters = torch.tensor([self.spent(), self.last_spent, self.last_cost, self.stopped])
+        return {"counters": counters, **self.batches.state_dict(), **self.stop.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        spent, self.last_spent, self.last_cost, stopped = state["counters"].tolist()
+        self._base, self._marks, self.stopped = spent, (self.metric.evals, self.grad_evals), \
+            bool(stopped)
+        self.batches.load_state_dict(state)
+        self.stop.load_state_dict(state)

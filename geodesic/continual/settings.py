@@ -1,0 +1,79 @@
+"""Settings of application (ii), the ``continual`` section of params.yaml."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geodesic.core.settings import GeodesicSettings, ParamsError, setting
+
+CONTINUAL_SCENARIOS = ("task-il", "class-il")
+CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay", "derpp")
+
+
+@dataclass
+class ContinualSettings(GeodesicSettings):
+    """Application (ii): learn new tasks along paths that keep the earlier tasks' outputs.
+
+    Every method (the geodesic and each baseline) learns each task with the same budget of
+    evaluations, minibatch order, stop rule and memory. ``max_steps`` caps each task's traversal."""
+
+    eta: float = setting(1.0, "Euclidean length of each geodesic step", low=0.0, low_open=True)
+    seed: int = setting(0, "seed of the initial network, the minibatch orders, the memory and "
+                        "the permutations", low=0)
+    benchmark: str = setting("split", "tasks: class split (split-MNIST style) or pixel-permuted",
+                             choices=("split", "permuted"))
+    n_tasks: int = setting(5, "number of tasks (split: must divide the number of classes)", low=1)
+    scenarios: list[str] = setting(list(CONTINUAL_SCENARIOS), "task-il: the task's classes "
+                                   "only; class-il: one shared head", choices=CONTINUAL_SCENARIOS)
+    baselines: list[str] = setting(list(CONTINUAL_BASELINES), "baselines run next to the geodesic",
+                                   choices=CONTINUAL_BASELINES)
+    memory_per_class: int = setting(20, "remembered training examples per class of each earlier "
+                                    "task (geodesic metric inputs; replay examples)", low=1)
+    batch_size: int = setting(64, "new-task minibatch (the geodesic's gradient, the baselines' "
+                              "SGD)", low=1)
+    budget: int = setting(200, "evaluations (forward+backward passes, metric products) per task "
+                          "and method", low=0)
+    stop_every: int = setting(30, "evaluations between checks of the new task's validation loss",
+                              low=1)
+    patience: int = setting(5, "stop after this many checks without improvement (0: never)",
+                            low=0)
+    anchor: float = setting(1.0, "alpha: weight of the pull back to the task's starting function "
+                            "on the memory (0: none)", low=0.0)
+    lr: float = setting(0.01, "SGD learning rate of the first task (the same for every "
+                        "method: nothing is remembered yet)", low=0.0, low_open=True)
+    finetune_lr: float = setting(0.01, "finetune: SGD learning rate of the later tasks",
+                                 low=0.0, low_open=True)
+    ewc_lr: float = setting(0.01, "ewc: SGD learning rate of the later tasks", low=0.0,
+                            low_open=True)
+    si_lr: float = setting(0.01, "si: SGD learning rate of the later tasks", low=0.0,
+                           low_open=True)
+    lwf_lr: float = setting(0.01, "lwf: SGD learning rate of the later tasks", low=0.0,
+                            low_open=True)
+    replay_lr: float = setting(0.01, "replay: SGD learning rate of the later tasks", low=0.0,
+                               low_open=True)
+    derpp_lr: float = setting(0.01, "derpp: SGD learning rate of the later tasks", low=0.0,
+                              low_open=True)
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
+    ewc_lambda: float = setting(1e4, "EWC penalty strength", low=0.0)
+    ewc_mode: str = setting("separate", "EWC: a term per task, or one online term",
+                            choices=("separate", "online"))
+    ewc_gamma: float = setting(1.0, "online EWC decay of the old Fisher", low=0.0, high=1.0)
+    fisher_samples: int = setting(256, "examples of the task for EWC's Fisher", low=1)
+    si_c: float = setting(10.0, "SI penalty strength", low=0.0)
+    si_xi: float = setting(0.1, "SI damping xi", low=0.0, low_open=True)
+    lwf_alpha: float = setting(1.0, "LwF distillation weight", low=0.0)
+    lwf_temperature: float = setting(2.0, "LwF distillation temperature", low=0.0, low_open=True)
+    replay_batch: int = setting(32, "replay and derpp: memory examples per step", low=1)
+    derpp_alpha: float = setting(0.5, "derpp: weight of the stored-logit (MSE) term", low=0.0)
+    derpp_beta: float = setting(0.5, "derpp: weight of the memory's label (CE) term", low=0.0)
+    eval_every: int = setting(100, "validation accuracy of the tasks so far every k "
+                              "evaluations (the axis all methods share)", low=1)
+    cpu_threads: int = setting(1, "torch CPU threads (0: torch's default); one is fastest for "
+                               "small models and on a shared machine", low=0)
+
+    def validate(self, prefix: str) -> None:
+        for key in ("scenarios", "baselines"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ParamsError(f"{prefix}.{key}", values, "distinct names")
+        if not self.scenarios:
+            raise ParamsError(f"{prefix}.scenarios", self.scenarios, "at least one scenario")
