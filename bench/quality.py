@@ -144,7 +144,7 @@ def sparsify(params: Params, data, ladder, repeats: int, progress: Progress) -> 
     levels = levels_to(s.levels, TARGET_SPARSITY)
     level = level_name(levels[-1])
     base = dataclasses.replace(s, levels=levels)
-    model = load_base_model(params, s.seed, resolve_device(s.device))
+    model = load_base_model(params, data, s.seed, resolve_device(s.device))
 
     ctx = SparsifyContext.from_params(params, model, data, base)
     dense = {"test_acc": accuracy(model, ctx.split("test"))[0],
@@ -199,8 +199,8 @@ def connect(params: Params, data, ladder, repeats: int, progress: Progress) -> d
 
     c = params.connect
     device = resolve_device(c.device)
-    ends = endpoints(load_base_model(params, c.seeds[0], device),
-                     load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
+    ends = endpoints(load_base_model(params, data, c.seeds[0], device),
+                     load_base_model(params, data, c.seeds[1], device), data, c.bn_inputs,
                      c.metric_batch)
     first, second = score_point(ends, ends.w1), score_point(ends, ends.w2)
     reference = min(first["test_acc"], second["test_acc"])
@@ -361,7 +361,7 @@ def main(argv=None) -> None:
                                 dict(parse_spec(spec) for spec in args.set)))
     check_inputs(params, tasks)
     from stages.common import load_data
-    data = load_data(params)
+    data = load_data()
     repeats = args.repeats or (1 if args.quick else 3)
     ladders = {"sparsify": SPARSIFY_LADDER, "connect": CONNECT_LADDER}
     if args.quick or args.factors:

@@ -57,8 +57,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     s = params.sparsify
-    data = load_data(params)
-    model = load_base_model(params, s.seed)
+    data = load_data()
+    model = load_base_model(params, data, s.seed)
 
     ctx = SparsifyContext.from_params(params, model, data)
     if args.what == "geodesic":

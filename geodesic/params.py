@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geodesic.common.settings import TrainSettings
 from geodesic.connect.settings import ConnectSettings
 from geodesic.continual.settings import ContinualSettings
-from geodesic.core.settings import (DEVICES, ParamsError, Point, apply, grid, load_yaml, lookup,
+from geodesic.core.settings import (ParamsError, Point, apply, grid, load_yaml, lookup,
                                     parse_section, parse_spec, setting, to_dict)
 from geodesic.cron import CRON_ALLOWED, cron_problem
 from geodesic.sparsify.settings import SparsifySettings
@@ -95,25 +96,6 @@ class ModelSettings:
         """A freshly initialised network of these settings (:func:`geodesic.common.models.build_model`)."""
         from geodesic.common.models import build_model
         return build_model(self.name, in_shape, num_classes, self.widths, self.width)
-
-
-@dataclass
-class TrainSettings:
-    seeds: list[int] = setting([0, 1], "one base network per seed", low=0)
-    optimizer: str = setting("sgd", "optimizer", choices=("sgd", "adam"))
-    lr: float = setting(0.05, "learning rate", low=0.0, low_open=True)
-    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True)
-    weight_decay: float = setting(5e-4, "L2 weight decay", low=0.0)
-    epochs: int = setting(30, "training epochs", low=1)
-    batch_size: int = setting(64, "minibatch size", low=1)
-    device: str = setting("auto", "auto picks CUDA when available", choices=DEVICES)
-    cpu_threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0)
-
-    def validate(self, prefix: str) -> None:
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ParamsError(f"{prefix}.seeds", self.seeds, "distinct seeds")
-        if not self.seeds:
-            raise ParamsError(f"{prefix}.seeds", self.seeds, "at least one seed")
 
 
 # --- sweep (the scheduled sweep of ``geodesic serve`` / ``deploy``; no stage reads it) --------

@@ -84,8 +84,8 @@ def logging_share(steps: int, solver: str | None) -> dict:
     s = params.connect
     if solver:
         s.solver = solver
-    data = load_data(params)
-    model, target = load_base_model(params, 0), load_base_model(params, 1)
+    data = load_data()
+    model, target = load_base_model(params, data, 0), load_base_model(params, data, 1)
     metric = FunctionalMetric(model, data.train.x, s.output, s.metric_batch, **s.metric_options())
     objective = TowardTarget(metric.space.get(target), tol=1e-3)
     work = Path(tempfile.mkdtemp(prefix="logging-share-"))

@@ -99,7 +99,7 @@ def load_inputs(root: Path, params: Params, application: str) -> TuningInputs:
     device = resolve_device(settings.device)
     seeds = base_seeds(params, application)
     data = validation_only(load_saved(root / DATASET))
-    models = {seed: load_base_model(params, seed, device) for seed in seeds}
+    models = {seed: load_base_model(params, data, seed, device) for seed in seeds}
     return TuningInputs(params, data, models, device)
 
 

@@ -110,15 +110,15 @@ def params_dict(params: Params, *sections: str) -> dict:
     return {name: dataclasses.asdict(getattr(params, name)) for name in sections}
 
 
-def load_data(params: Params):
+def load_data():
+    """The prepare stage's data set."""
     from geodesic.common.data import load_saved
     return load_saved(DATASET)
 
 
-def load_base_model(params: Params, seed: int, device="cpu"):
-    """The base network trained with ``seed`` by the train stage."""
+def load_base_model(params: Params, data, seed: int, device="cpu"):
+    """The base network trained with ``seed`` by the train stage, shaped for ``data``."""
     from geodesic.core.io import load_tensors
-    data = load_data(params)
     model = params.model.build(data.in_shape, data.num_classes)
     state, _ = load_tensors(model_file(seed))
     model.load_state_dict(state)

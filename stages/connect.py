@@ -49,9 +49,9 @@ def connect_stage(params: Params) -> None:
     if c.cpu_threads:
         torch.set_num_threads(c.cpu_threads)
     device = resolve_device(c.device)
-    data = load_data(params)
-    ends = endpoints(load_base_model(params, c.seeds[0], device),
-                     load_base_model(params, c.seeds[1], device), data, c.bn_inputs,
+    data = load_data()
+    ends = endpoints(load_base_model(params, data, c.seeds[0], device),
+                     load_base_model(params, data, c.seeds[1], device), data, c.bn_inputs,
                      c.metric_batch, align_seed=c.seed)
     resume = checkpoint_dir("connect", params, SECTIONS,
                             (DATASET.parent, *(model_file(seed) for seed in c.seeds)))

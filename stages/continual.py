@@ -61,7 +61,7 @@ def continual_stage(params: Params) -> None:
     device = resolve_device(c.device)
     if c.cpu_threads:
         torch.set_num_threads(c.cpu_threads)
-    data = load_data(params)
+    data = load_data()
     try:
         tasks = BENCHMARKS.get(c.benchmark)(data, c.n_tasks, c.seed)
     except ValueError as exc:

@@ -17,8 +17,6 @@ the per-level table.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -26,12 +24,11 @@ import torch
 
 from geodesic import tracking
 from geodesic.common.evaluate import accuracy, network_at
-from geodesic.common.plots import line_plot
 from geodesic.core.device import resolve_device
-from geodesic.core.io import atomic_write, save_tensors
+from geodesic.core.io import save_tensors
 from geodesic.params import Params
 from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, score
-from geodesic.sparsify.settings import SPARSIFY_METHODS as METHOD_NAMES
+from geodesic.sparsify.report import write_plots
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
                            load_data, main, model_file, params_dict, publish, resumed_from,
                            write_metrics)
@@ -41,27 +38,10 @@ OUTPUTS = Path("outputs/sparsify")
 SECTIONS = ("data", "model", "train", "sparsify")
 
 
-
-
 def sparse_alias(level: str) -> str:
     """The registry alias of a network at sparsity ``level``: ``sparse-90`` for 0.9 (aliases take
     no dots: ``sparse-99_5`` for 0.995)."""
     return f"sparse-{100 * float(level):g}".replace(".", "_")
-
-
-def write_plots(table: dict, levels: list[str]) -> None:
-    methods = table["methods"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sparsity", *METHOD_NAMES])
-    for level in levels:
-        writer.writerow([level, *(f"{methods[m][level]['test_acc']:.6f}"
-                                  if level in methods.get(m, {}) else "" for m in METHOD_NAMES)])
-    atomic_write(PLOTS / "sparsify.csv", buffer.getvalue().encode())
-    series = {m: [(float(k), 100 * r["test_acc"]) for k, r in rows.items()]
-              for m, rows in methods.items()}
-    line_plot(series, PLOTS / "sparsify.png", xlabel="sparsity", ylabel="test accuracy (%)",
-              title="accuracy against sparsity", hlines={"dense": 100 * table["dense"]["test_acc"]})
 
 
 def sparsify_stage(params: Params) -> None:
@@ -69,8 +49,8 @@ def sparsify_stage(params: Params) -> None:
     if s.cpu_threads:
         torch.set_num_threads(s.cpu_threads)
     device = resolve_device(s.device)
-    data = load_data(params)
-    model = load_base_model(params, s.seed, device)
+    data = load_data()
+    model = load_base_model(params, data, s.seed, device)
 
     ctx = SparsifyContext.from_params(params, model, data)
     dense_test = accuracy(model, ctx.split("test"))[0]
@@ -106,7 +86,7 @@ def sparsify_stage(params: Params) -> None:
                                             ctx.split("test").x[:8],
                                             f"sparsify-{method}", alias=sparse_alias(levels[-1]))
         write_metrics("sparsify", table)
-        write_plots(table, levels)
+        write_plots(table, levels, PLOTS)
         tracking.log_artifact(PLOTS / "sparsify.png")
         tracking.log_artifact(PLOTS / "sparsify.csv")
         tracking.log_artifact(METRICS / "sparsify.json")

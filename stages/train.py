@@ -9,7 +9,7 @@ import statistics
 import torch
 
 from geodesic import tracking
-from geodesic.common.train import TrainConfig, train
+from geodesic.common.train import train
 from geodesic.core.device import resolve_device
 from geodesic.core.io import save_tensors
 from geodesic.params import Params
@@ -24,18 +24,16 @@ def train_stage(params: Params) -> None:
     if t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)
     device = resolve_device(t.device)
-    data = load_data(params)
+    data = load_data()
     results = {}
     ckpt = checkpoint_dir("train", params, ("model", "train"), (DATASET.parent,))
     with tracking.stage_run("train", params_dict(params, "data", "model", "train"),
                             preset=params.preset.label):
         for seed in t.seeds:
-            cfg = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
-                              t.batch_size, seed)
             with tracking.method_run(f"seed{seed}", {"seed": seed}):
                 torch.manual_seed(seed)
                 model = params.model.build(data.in_shape, data.num_classes)
-                result = train(model, data, cfg, device=device, directory=ckpt / f"seed{seed}",
+                result = train(model, data, t, seed, device=device, directory=ckpt / f"seed{seed}",
                                on_epoch=lambda r, m: tracking.log_metrics(r, step=r["epoch"]))
                 save_tensors(model_file(seed), model.state_dict())
                 tracking.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss,

@@ -8,7 +8,7 @@ from torch import nn
 
 from geodesic.common.models import VGG, build_model
 from geodesic.connect.alignment import Alignment, AlignmentError, symmetry, weight_matching
-from geodesic.core.metric import ParameterSpace
+from geodesic.core.space import ParameterSpace
 from tests.conftest import tiny_vgg_bn, with_bn_statistics
 
 

@@ -9,15 +9,17 @@ from geodesic.common.data import load_dataset
 from geodesic.common.evaluate import (BatchNormRefresh, accuracy, path_metrics,
                                       recalibrate_batchnorm, score_weights)
 from geodesic.common.models import build_model
-from geodesic.common.train import TrainConfig, train
+from geodesic.common.settings import TrainSettings
+from geodesic.common.train import train
 from geodesic.connect.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
                                      fit_bezier, garipov_lr)
 from geodesic.connect.objective import Connect
 from geodesic.connect.run import BASELINES, GEODESICS, TARGETS, endpoints, run_curve, run_geodesic
 from geodesic.connect.settings import CURVE_NAMES, GEODESIC_NAMES, ConnectSettings
-from geodesic.core.metric import FunctionalMetric, ParameterSpace
+from geodesic.core.krylov import ConjugateGradient
+from geodesic.core.metric import FunctionalMetric
 from geodesic.core.settings import ParamsError
-from geodesic.core.solvers import ConjugateGradient
+from geodesic.core.space import ParameterSpace
 from geodesic.core.traverse import traverse
 from geodesic.params import parse_params
 from tests.conftest import tiny_mlp
@@ -37,7 +39,7 @@ def trained(digits):
     two weight vectors with exactly the same function."""
     torch.manual_seed(0)
     net = build_model("mlp", digits.in_shape, 10, (32,))
-    train(net, digits, TrainConfig(epochs=15, lr=0.05, seed=0))
+    train(net, digits, TrainSettings(epochs=15, lr=0.05), seed=0)
     twin = copy.deepcopy(net)
     perm = torch.randperm(32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -315,7 +317,7 @@ def two_networks(digits, trained):
     """The trained 64-32-10 MLP and an independently trained one (another seed)."""
     torch.manual_seed(1)
     other = build_model("mlp", digits.in_shape, 10, (32,))
-    train(other, digits, TrainConfig(epochs=15, lr=0.05, seed=1))
+    train(other, digits, TrainSettings(epochs=15, lr=0.05), seed=1)
     return trained[0], other
 
 

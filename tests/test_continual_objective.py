@@ -12,9 +12,9 @@ from geodesic.continual.objective import LearnTask, MemoryMetric
 from geodesic.continual.protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
                                          output_mask, task_memory)
 from geodesic.continual.settings import ContinualSettings
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.objectives import Anchor, Combined
 from geodesic.core.path import load_latest_checkpoint
-from geodesic.core.solvers import ConjugateGradient
 from geodesic.core.traverse import traverse
 from tests.helpers.callbacks import Kill
 

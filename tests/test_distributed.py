@@ -13,9 +13,10 @@ import torch.multiprocessing as mp
 
 from geodesic.common.models import VGG
 from geodesic.core.distributed import DistributedMetric, average
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import TowardTarget
-from geodesic.core.solvers import ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.solvers import Penalty, ProjectedGradient
 from geodesic.core.traverse import traverse
 
 SOLVERS = {"cg": lambda: ConjugateGradient(iters=4), "penalty": Penalty,  # cg: output basis

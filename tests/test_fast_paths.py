@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from geodesic.common.models import VGG
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import TowardTarget
-from geodesic.core.solvers import ConjugateGradient
 from geodesic.core.traverse import traverse
 from tests.conftest import tiny_convnet_bn, tiny_mlp, tiny_vgg_bn, with_bn_statistics
 

@@ -1,5 +1,5 @@
 """The layering contract of pyproject.toml ([tool.importlinter]) holds, and would catch a core
-module that imports an application."""
+module that imports an application; no module is longer than 300 lines."""
 from __future__ import annotations
 
 import os
@@ -35,3 +35,10 @@ def test_a_core_module_importing_an_application_breaks_the_contract(tmp_path):
     result = lint(tmp_path)
     assert result.returncode != 0
     assert "geodesic.core.metric -> geodesic.sparsify.run" in result.stdout
+
+
+def test_every_module_reads_in_one_sitting():
+    long = {p.relative_to(ROOT).as_posix(): n for folder in ("geodesic", "stages", "pipelines")
+            for p in (ROOT / folder).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert not long, f"modules over 300 lines: {long}"

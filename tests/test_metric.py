@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch.func import jacrev
 
-from geodesic.core.metric import OUTPUT_KINDS, FunctionalMetric, functional_length
+from geodesic.core.metric import FunctionalMetric, functional_length
+from geodesic.core.outputs import OUTPUT_KINDS
 from geodesic.core.registry import UnknownNameError
 from tests.conftest import tiny_convnet_bn, tiny_mlp, tiny_vgg_bn
 

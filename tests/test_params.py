@@ -11,7 +11,7 @@ import yaml
 
 from geodesic.common.data import DATASETS
 from geodesic.common.models import MODELS
-from geodesic.core.metric import OUTPUT_KINDS
+from geodesic.core.outputs import OUTPUT_KINDS
 from geodesic.core.settings import OUTPUTS, SOLVERS
 from geodesic.core.settings import ParamsError, to_dict
 from geodesic.core.solvers import SOLVERS as SOLVER_REGISTRY

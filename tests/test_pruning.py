@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from geodesic.common.data import Dataset, Split
-from geodesic.common.train import TrainConfig, train
-from geodesic.core.metric import ParameterSpace
+from geodesic.common.settings import TrainSettings
+from geodesic.common.train import train
 from geodesic.core.registry import UnknownNameError
+from geodesic.core.space import ParameterSpace
 from geodesic.sparsify import baselines as pruning
 from geodesic.sparsify.masks import MagnitudeProjection, prunable_names, to_torch_prune
 
@@ -137,13 +138,13 @@ def test_imp_rewinds_to_the_early_weights_and_keeps_levels_exact():
 
 def test_early_weights_replay_the_base_training_run():
     data = digits_like()
-    cfg = TrainConfig(lr=0.05, epochs=3, batch_size=16, seed=7)
+    cfg = TrainSettings(lr=0.05, epochs=3, batch_size=16)
     seen = {}
     full = convnet(seed=7)
-    train(full, data, cfg, on_epoch=lambda r, m: seen.setdefault(
+    train(full, data, cfg, 7, on_epoch=lambda r, m: seen.setdefault(
         r["epoch"], ParameterSpace(m).get(m)))
-    assert torch.equal(pruning.early_weights(convnet(seed=7), data, cfg, 1), seen[1])
-    assert torch.equal(pruning.early_weights(convnet(seed=7), data, cfg, 0),
+    assert torch.equal(pruning.early_weights(convnet(seed=7), data, cfg, 7, 1), seen[1])
+    assert torch.equal(pruning.early_weights(convnet(seed=7), data, cfg, 7, 0),
                        ParameterSpace(convnet(seed=7)).get(convnet(seed=7)))
 
 

@@ -4,8 +4,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
-from geodesic.core.solvers import SOLVERS, ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.solvers import SOLVERS, Penalty, ProjectedGradient
 from tests.conftest import tiny_mlp, tiny_vgg_bn
 
 
@@ -289,7 +290,7 @@ def test_a_step_is_never_worse_than_not_moving(float64, solver):
 def test_cg_falls_back_to_the_cauchy_point_when_its_step_is_worse_than_not_moving():
     """A Krylov step whose q(theta) > 0 (as rounding can leave it) is replaced by the Cauchy
     point along v."""
-    from geodesic.core.solvers import Step, no_worse_than_standing
+    from geodesic.core.step import Step, no_worse_than_standing
     g = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
     v = torch.tensor([1.0, 0.0], dtype=torch.float64)
     worse = Step(torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor(1.0))

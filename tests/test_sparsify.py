@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.path import load_latest_checkpoint
-from geodesic.core.solvers import ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.solvers import Penalty, ProjectedGradient
 from geodesic.core.task_loss import TaskLoss
 from geodesic.core.traverse import Callback, traverse
 from geodesic.sparsify.masks import MagnitudeProjection

@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from geodesic import tracking
 from geodesic.common.models import build_model
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import TowardTarget
-from geodesic.core.solvers import ConjugateGradient
 from geodesic.core.traverse import traverse
 from tests.conftest import tiny_mlp
 

@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
+from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import Objective, TowardTarget
 from geodesic.core.path import Path, checkpoint_file, load_latest_checkpoint
-from geodesic.core.solvers import ConjugateGradient, Penalty, ProjectedGradient
+from geodesic.core.solvers import Penalty, ProjectedGradient
 from geodesic.core.traverse import Callback, NumericalFault, traverse
 from tests.conftest import tiny_mlp
 from tests.helpers.callbacks import Kill

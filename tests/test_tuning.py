@@ -123,7 +123,7 @@ def test_every_application_scores_a_trial_on_validation(project, application, me
     data = validation_only(load_saved(project / DATASET))
     seeds = params.connect.seeds if application == "connect" else []
     from stages.common import load_base_model
-    inputs = TuningInputs(params, data, {s: load_base_model(params, s) for s in seeds})
+    inputs = TuningInputs(params, data, {s: load_base_model(params, data, s) for s in seeds})
     steps = []
     outcome = run_trial(application, method, getattr(params, application), inputs,
                         lambda step, value: steps.append((step, value)))

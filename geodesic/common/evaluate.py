@@ -14,13 +14,16 @@
 from __future__ import annotations
 
 import copy
+import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodesic.common.data import Split
-from geodesic.core.metric import FunctionalMetric, ParameterSpace, eval_mode
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.space import ParameterSpace, eval_mode
 from geodesic.core.traverse import Callback
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -31,15 +34,19 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode."""
+def accuracy(model: nn.Module, split: Split, batch_size: int = 1024,
+             outputs: Callable[[Tensor], Tensor] | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in eval mode, of its logits
+    or of ``outputs(logits)`` (e.g. restricted to a task's classes); NaN on an empty split."""
+    if len(split) == 0:
+        return math.nan, math.nan
     device = next(model.parameters()).device
     correct, loss = 0, 0.0
     with eval_mode(model):
         for start in range(0, len(split), batch_size):
             x = split.x[start:start + batch_size].to(device)
             y = split.y[start:start + batch_size].to(device)
-            logits = model(x)
+            logits = model(x) if outputs is None else outputs(model(x))
             correct += int((logits.argmax(-1) == y).sum())
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
     return correct / len(split), loss / len(split)

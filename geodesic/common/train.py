@@ -20,20 +20,10 @@ from torch import nn
 
 from geodesic.common.data import Dataset, batches
 from geodesic.common.evaluate import accuracy
+from geodesic.common.settings import TrainSettings
 from geodesic.core.io import atomic_write
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    epochs: int = 30
-    batch_size: int = 64
-    seed: int = 0
 
 
 @dataclass
@@ -67,9 +57,11 @@ def _load_state(path: Path) -> dict | None:
         return None
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device="cpu", directory=None,
-          on_epoch: Callable[[dict, nn.Module], None] | None = None) -> TrainResult:
-    """Train ``model`` in place for ``cfg.epochs`` epochs; returns test/val scores and history.
+def train(model: nn.Module, data: Dataset, cfg: TrainSettings, seed: int = 0, *, device="cpu",
+          directory=None, on_epoch: Callable[[dict, nn.Module], None] | None = None
+          ) -> TrainResult:
+    """Train ``model`` in place for ``cfg.epochs`` epochs, minibatch order seeded by ``seed``;
+    returns test/val scores and history.
 
     ``on_epoch(record, model)`` is called after each epoch with {epoch, train_loss, val_acc,
     val_loss, seconds}."""
@@ -77,7 +69,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device="cpu", di
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                          cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     start, elapsed = 0, 0.0
     ckpt_path = Path(directory) / "train-state.pt" if directory is not None else None

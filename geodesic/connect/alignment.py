@@ -32,8 +32,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from geodesic.core.fastmetric import FUNCTION_RULES, METHOD_RULES, trace_chain
-from geodesic.core.metric import ParameterSpace
+from geodesic.core.fastmetric import trace_chain
+from geodesic.core.layer_rules import FUNCTION_RULES, METHOD_RULES
+from geodesic.core.space import ParameterSpace
 
 MIXING = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -6,10 +6,11 @@ from torch import nn
 from geodesic.common.data import examples_from
 from geodesic.connect.objective import Connect
 from geodesic.connect.settings import ConnectSettings
-from geodesic.core.metric import FunctionalMetric, ParameterSpace
+from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import Anchor, Combined
 from geodesic.core.path import Path
 from geodesic.core.settings import parse_section
+from geodesic.core.space import ParameterSpace
 from geodesic.core.traverse import walk
 
 METRIC_INPUTS = 4096

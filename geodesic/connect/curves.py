@@ -24,9 +24,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from geodesic.common.data import Split
-from geodesic.core.metric import ParameterSpace
 from geodesic.core.path import StateCheckpoints
 from geodesic.core.registry import Registry
+from geodesic.core.space import ParameterSpace
 
 log = logging.getLogger(__name__)
 CURVES: Registry[Callable] = Registry("curve")

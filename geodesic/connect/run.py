@@ -36,10 +36,11 @@ from geodesic.connect.alignment import Alignment, weight_matching
 from geodesic.connect.curves import CURVES, BezierTraining, Plane
 from geodesic.connect.objective import Connect
 from geodesic.core.io import load_tensors
-from geodesic.core.metric import FunctionalMetric, ParameterSpace
+from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import Anchor, Combined
 from geodesic.core.path import StateCheckpoints, checkpoint_files, checkpoint_step
 from geodesic.core.registry import Registry
+from geodesic.core.space import ParameterSpace
 from geodesic.core.traverse import Callback, Timed, walk
 
 

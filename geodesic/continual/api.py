@@ -8,10 +8,10 @@ from geodesic.common.data import examples_from
 from geodesic.continual.objective import LearnTask, MemoryMetric
 from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches
 from geodesic.continual.settings import ContinualSettings
-from geodesic.core.metric import eval_mode
 from geodesic.core.objectives import Anchor, Combined
 from geodesic.core.path import Path
 from geodesic.core.settings import parse_section
+from geodesic.core.space import eval_mode
 from geodesic.core.traverse import walk
 
 

@@ -29,9 +29,9 @@ from geodesic.continual.plugins import EWC, SI, DarkReplay, LwF, Plugin, Replay
 from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, task_loss, task_scores
 from geodesic.continual.settings import ContinualSettings
 from geodesic.continual.tasks import Task
-from geodesic.core.metric import ParameterSpace
 from geodesic.core.path import StateCheckpoints
 from geodesic.core.registry import Registry
+from geodesic.core.space import ParameterSpace
 
 
 BASELINES: Registry[Callable[[ContinualSettings], list[Plugin]]] = Registry("continual baseline")

@@ -30,8 +30,9 @@ from torch.func import functional_call, grad_and_value
 
 from geodesic.common.data import Split
 from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, masked_logits, task_loss
-from geodesic.core.metric import FunctionalMetric, eval_mode
+from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import Objective
+from geodesic.core.space import eval_mode
 
 
 class MemoryMetric(FunctionalMetric):

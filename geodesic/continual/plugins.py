@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from geodesic.continual.protocol import masked_logits, task_loss
-from geodesic.core.metric import eval_mode
+from geodesic.core.space import eval_mode
 
 
 class Plugin:

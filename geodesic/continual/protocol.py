@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodesic.common.data import Split
+from geodesic.common.evaluate import accuracy
 from geodesic.continual.tasks import Task
-from geodesic.core.metric import eval_mode
 from geodesic.core.registry import Registry
 
 MASKED = -1e4  # exp(MASKED - max) underflows to 0: a masked logit takes no part in softmax
@@ -55,17 +55,7 @@ def task_loss(z: Tensor, y: Tensor, mask: Tensor) -> Tensor:
 def task_scores(model: nn.Module, split: Split, mask: Tensor,
                 batch_size: int = 1024) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on ``split`` with the outputs restricted to ``mask``."""
-    if len(split) == 0:
-        return math.nan, math.nan
-    device = next(model.parameters()).device
-    correct, loss = 0, 0.0
-    with eval_mode(model):
-        for start in range(0, len(split), batch_size):
-            x, y = split.x[start:start + batch_size].to(device), split.y[start:start + batch_size]
-            z = masked_logits(model(x), mask)
-            correct += int((z.argmax(-1).cpu() == y).sum())
-            loss += float(F.cross_entropy(z, y.to(device), reduction="sum"))
-    return correct / len(split), loss / len(split)
+    return accuracy(model, split, batch_size, outputs=lambda z: masked_logits(z, mask))
 
 
 class MaskedModel(nn.Module):

@@ -37,10 +37,10 @@ from geodesic.continual.objective import LearnTask, MemoryMetric
 from geodesic.continual.protocol import (EarlyStop, MaskedModel, Memory, TaskBatches, empty_memory,
                                          join, output_mask, task_memory, task_scores)
 from geodesic.continual.tasks import Task, class_split, permuted
-from geodesic.core.metric import ParameterSpace
 from geodesic.core.objectives import Anchor, Combined
 from geodesic.core.registry import Registry
 from geodesic.core.solvers import build_solver
+from geodesic.core.space import ParameterSpace
 from geodesic.core.traverse import Callback, walk
 
 log = logging.getLogger(__name__)

@@ -41,100 +41,16 @@ buffer is updated, so the metric is a function of the weights alone.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
 from geodesic.core.fastmetric import ChainLinearization, compiled_tangent, trace_chain
-from geodesic.core.registry import Registry
-
-OUTPUT_KINDS: Registry[Callable] = Registry("metric output kind")
-
-
-def _softmax_jacobian_product(z: Tensor, u: Tensor) -> Tensor:
-    """S u with S = diag(p) - p p^T, p = softmax(z), row by row."""
-    p = torch.softmax(z, dim=-1)
-    return p * u - p * (p * u).sum(-1, keepdim=True)
-
-
-@OUTPUT_KINDS.register("logits")
-def logits_operator(z: Tensor, u: Tensor) -> Tensor:
-    return u
-
-
-@OUTPUT_KINDS.register("probs")
-def probs_operator(z: Tensor, u: Tensor) -> Tensor:
-    return _softmax_jacobian_product(z, _softmax_jacobian_product(z, u))
-
-
-@OUTPUT_KINDS.register("fisher")
-def fisher_operator(z: Tensor, u: Tensor) -> Tensor:
-    return _softmax_jacobian_product(z, u)
-
-
-def output_distance_gradient(kind: str, z: Tensor, z0: Tensor) -> Tensor:
-    """dD/dz for the output distance matching each metric (its Hessian at z = z0 is H):
-
-    logits  D = 1/2 ||z - z0||^2            dD/dz = z - z0
-    probs   D = 1/2 ||p - p0||^2            dD/dz = S (p - p0)
-    fisher  D = KL(p0 || p)                 dD/dz = p - p0
-    """
-    if kind == "logits":
-        return z - z0
-    dp = torch.softmax(z, -1) - torch.softmax(z0, -1)
-    return _softmax_jacobian_product(z, dp) if kind == "probs" else dp
-
-
-class ParameterSpace:
-    """The trainable parameters of a module seen as one flat vector w in R^n."""
-
-    def __init__(self, model: nn.Module):
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.names = [n for n, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.numels = [p.numel() for _, p in named]
-        self.dim = sum(self.numels)
-
-    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
-        return torch.cat([tensors[n].reshape(-1) for n in self.names])
-
-    def unflatten(self, w: Tensor) -> dict[str, Tensor]:
-        parts = w.split_with_sizes(self.numels)  # the C++ split: no Python-level checks
-        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
-
-    def get(self, model: nn.Module) -> Tensor:
-        return self.flatten(dict(model.named_parameters())).detach()  # cat copies
-
-    @torch.no_grad()
-    def set(self, model: nn.Module, w: Tensor) -> None:
-        """Copy w into the model's parameters."""
-        params = dict(model.named_parameters())
-        for name, value in self.unflatten(w).items():
-            params[name].copy_(value)
-
-    @torch.no_grad()
-    def bind(self, model: nn.Module, w: Tensor, *, copy: bool = False) -> None:
-        """Make the model's parameters views of w (no memory of their own: while a traversal
-        holds w, the model holds no second copy of the weights), or with ``copy`` clones of
-        w's parts (memory of their own, one tensor each, as a freshly built model has)."""
-        params = dict(model.named_parameters())
-        for name, value in self.unflatten(w).items():
-            params[name].data = value.clone() if copy else value
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
+from geodesic.core.outputs import OUTPUT_KINDS, output_distance_gradient
+from geodesic.core.space import ParameterSpace, eval_mode
 
 class FunctionalMetric:
     """g(w) over a pool of inputs; ``at(w)`` linearises the network at w.

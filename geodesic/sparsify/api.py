@@ -4,9 +4,10 @@ from __future__ import annotations
 from torch import nn
 
 from geodesic.common.data import examples_from
-from geodesic.core.metric import FunctionalMetric, ParameterSpace
+from geodesic.core.metric import FunctionalMetric
 from geodesic.core.path import Path
 from geodesic.core.settings import parse_section
+from geodesic.core.space import ParameterSpace
 from geodesic.core.traverse import walk
 from geodesic.sparsify.masks import MagnitudeProjection
 from geodesic.sparsify.objective import Sparsify, build_sparsify_objective

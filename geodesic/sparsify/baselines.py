@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geodesic.common.data import Dataset
-from geodesic.common.train import TrainConfig, train
+from geodesic.common.settings import TrainSettings
+from geodesic.common.train import train
 from geodesic.core.io import load_tensors
-from geodesic.core.metric import ParameterSpace
 from geodesic.core.path import StateCheckpoints, save_milestone
+from geodesic.core.space import ParameterSpace
 from geodesic.sparsify.masks import MagnitudeProjection
 from geodesic.sparsify.objective import level_name
 
@@ -252,7 +253,7 @@ class _Rewound(Exception):
     pass
 
 
-def early_weights(model: nn.Module, data: Dataset, cfg: TrainConfig, epochs: int,
+def early_weights(model: nn.Module, data: Dataset, cfg: TrainSettings, seed: int, epochs: int,
                   device="cpu") -> Tensor:
     """The weights after ``epochs`` epochs of the base network's own training run, replayed:
     ``model`` must hold the initialisation that run started from (``train`` is deterministic on
@@ -264,7 +265,7 @@ def early_weights(model: nn.Module, data: Dataset, cfg: TrainConfig, epochs: int
                 raise _Rewound
 
         try:
-            train(model, data, cfg, device=device, on_epoch=stop)
+            train(model, data, cfg, seed, device=device, on_epoch=stop)
         except _Rewound:
             pass
     return space.get(model)

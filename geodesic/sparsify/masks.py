@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from geodesic.core.metric import ParameterSpace
 from geodesic.core.registry import Registry
+from geodesic.core.space import ParameterSpace
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)

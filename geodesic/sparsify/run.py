@@ -31,11 +31,12 @@ from torch import Tensor, nn
 
 from geodesic.common.data import Dataset, Split
 from geodesic.common.evaluate import AccuracyCallback, has_batchnorm, score_weights
-from geodesic.common.train import TrainConfig
+from geodesic.common.settings import TrainSettings
 from geodesic.core.io import CorruptFileError, load_tensors
-from geodesic.core.metric import FunctionalMetric, ParameterSpace
+from geodesic.core.metric import FunctionalMetric
 from geodesic.core.path import Path, StateCheckpoints, save_milestone
 from geodesic.core.registry import Registry
+from geodesic.core.space import ParameterSpace
 from geodesic.core.task_loss import TaskLoss
 from geodesic.core.traverse import Callback, walk
 from geodesic.sparsify import baselines as pruning
@@ -57,7 +58,7 @@ class SparsifyContext:
     data: Dataset
     settings: SparsifySettings
     init: Callable[[], nn.Module] | None = None  # the base network's initialisation (for imp)
-    train_config: TrainConfig | None = None  # and its training run (for imp's rewind point)
+    train_settings: TrainSettings | None = None  # and its training (for imp's rewind point)
     space: ParameterSpace = field(init=False)
     projection: MagnitudeProjection = field(init=False)
     dense: Tensor = field(init=False)
@@ -86,9 +87,7 @@ class SparsifyContext:
             torch.manual_seed(s.seed)
             return params.model.build(data.in_shape, data.num_classes)
 
-        config = TrainConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.epochs,
-                             t.batch_size, s.seed)
-        return cls(model, data, s, init, config)
+        return cls(model, data, s, init, params.train)
 
     @property
     def device(self) -> torch.device:
@@ -184,23 +183,27 @@ def _checkpoints(ctx: SparsifyContext, directory) -> StateCheckpoints:
     return StateCheckpoints(directory, ctx.settings.checkpoint_every, device=ctx.device)
 
 
-@SPARSIFY_METHODS.register("magnitude_finetune")
-def _magnitude_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
+def _prune_then_train(ctx: SparsifyContext, key: str, loss, directory=None) -> LevelResults:
+    """Project to each level, then SGD on ``loss`` at ``<key>_lr`` / ``<key>_batch`` with the
+    geodesic's evaluations of that level."""
     s, train = ctx.settings, ctx.split("train")
     return pruning.prune_and_train(
         ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels, ctx.budgets, s.metric_batch,
-        _sgd(ctx, s.finetune_lr, s.finetune_batch), pruning.label_loss(train.x, train.y),
-        len(train), _checkpoints(ctx, directory))
+        _sgd(ctx, getattr(s, f"{key}_lr"), getattr(s, f"{key}_batch")), loss, len(train),
+        _checkpoints(ctx, directory))
+
+
+@SPARSIFY_METHODS.register("magnitude_finetune")
+def _magnitude_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
+    train = ctx.split("train")
+    return _prune_then_train(ctx, "finetune", pruning.label_loss(train.x, train.y), directory)
 
 
 @SPARSIFY_METHODS.register("distill_finetune")
 def _distill_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
-    s, train = ctx.settings, ctx.split("train")
-    ctx.space.set(ctx.model, ctx.dense)
-    return pruning.prune_and_train(
-        ctx.model, ctx.space, ctx.projection, ctx.dense, s.levels, ctx.budgets, s.metric_batch,
-        _sgd(ctx, s.distill_lr, s.distill_batch), pruning.distill_loss(train.x, ctx.model),
-        len(train), _checkpoints(ctx, directory))
+    ctx.space.set(ctx.model, ctx.dense)  # the teacher is the dense network
+    loss = pruning.distill_loss(ctx.split("train").x, ctx.model)
+    return _prune_then_train(ctx, "distill", loss, directory)
 
 
 @SPARSIFY_METHODS.register("imp")
@@ -216,7 +219,7 @@ def _imp(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
 def _rewind_point(ctx: SparsifyContext, directory=None) -> Tensor:
     """imp's rewind point, replayed from the base network's training (kept as the milestone
     ``rewind`` in ``directory``, so a resumed imp does not replay it again)."""
-    if ctx.init is None or ctx.train_config is None:
+    if ctx.init is None or ctx.train_settings is None:
         raise ValueError("imp needs the base network's initialisation and training settings")
     file = FsPath(directory) / "milestones" / "rewind.safetensors" if directory else None
     if file is not None and file.exists():
@@ -224,8 +227,8 @@ def _rewind_point(ctx: SparsifyContext, directory=None) -> Tensor:
             return load_tensors(file, ctx.device)[0]["w"]
         except CorruptFileError as exc:
             log.warning("replaying imp's rewind point: %s", exc)
-    w = pruning.early_weights(ctx.init().to(ctx.device), ctx.data, ctx.train_config,
-                              ctx.settings.imp_rewind_epochs, ctx.device)
+    w = pruning.early_weights(ctx.init().to(ctx.device), ctx.data, ctx.train_settings,
+                              ctx.settings.seed, ctx.settings.imp_rewind_epochs, ctx.device)
     if directory is not None:
         save_milestone(directory, "rewind", w)
     return w
