@@ -100,7 +100,7 @@ def test_two_sweeps_at_once_keep_their_points_apart(two_stage_project):
     while any(p.poll() is None for p in procs.values()):
         together = max(together, len(list(root.glob(".dvc/tmp/exps/standalone/tmp*"))))
         seen |= {p.parents[1] for p in root.glob(
-            ".dvc/tmp/exps/standalone/*/checkpoints/train/*/seed0/train-state.pt")}
+            ".dvc/tmp/exps/standalone/*/checkpoints/train/*/seed0/checkpoints/step-*.safetensors")}
         time.sleep(0.1)
     for sid, proc in procs.items():
         logs[sid].close()

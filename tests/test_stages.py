@@ -66,7 +66,7 @@ def test_train_stage_killed_with_sigkill_resumes_to_the_same_metrics(project, tm
     assert run_stage("train", reference, env).returncode == 0
 
     result = kill_and_rerun(
-        "train", cwd, env, lambda: bool(list(cwd.glob("checkpoints/train/*/seed0/train-state.pt"))),
+        "train", cwd, env, lambda: bool(list(cwd.glob("checkpoints/train/*/seed0/checkpoints/step-*.safetensors"))),
         jitter=1.0, metrics="metrics/train.json")
     assert "resuming training" in result.stderr
     resumed = json.loads((cwd / "metrics/train.json").read_text())

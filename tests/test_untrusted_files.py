@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from geodesic.common.train import _load_state
 from geodesic.core.io import CorruptFileError, load_tensors, save_tensors
+from geodesic.core.path import StateCheckpoints
 from geodesic.core.path import Path as TraversalPath
 
 
@@ -35,9 +35,12 @@ def test_crafted_pickle_runs_code_when_unpickled_naively(tmp_path):
 
 
 def test_training_state_loader_refuses_it(tmp_path):
+    """A pickle in the place of a training loop's checkpoint (base training, baselines, the
+    Bezier curve) is skipped, never unpickled."""
     marker = tmp_path / "pwned"
-    crafted_checkpoint(tmp_path / "train-state.pt", marker)
-    assert _load_state(tmp_path / "train-state.pt") is None
+    (tmp_path / "checkpoints").mkdir()
+    crafted_checkpoint(tmp_path / "checkpoints" / "step-000001.safetensors", marker)
+    assert StateCheckpoints(tmp_path, every=1).latest() is None
     assert not marker.exists()
 
 

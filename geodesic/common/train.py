@@ -2,16 +2,15 @@
 
 ``train`` is deterministic on the CPU for a given seed: the initialisation, the minibatch order
 and everything else draw from generators seeded here. With a ``directory`` it checkpoints the
-model, optimizer and generator after every epoch (atomically) and a rerun continues from the
+model, optimizer, schedule and generator after every epoch (safetensors with a sha256
+sidecar, the format of every resumable loop here) and a rerun continues from the
 newest intact checkpoint, ending with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 from geodesic.common.data import Dataset, batches
 from geodesic.common.evaluate import accuracy
 from geodesic.common.settings import TrainSettings
-from geodesic.core.io import atomic_write
+from geodesic.core.path import StateCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +42,6 @@ def make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: 
     raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
 
 
-def _save_state(path: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())
-
-
-def _load_state(path: Path) -> dict | None:
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # truncated or foreign file: start this epoch again
-        log.warning("ignoring unreadable training checkpoint %s: %s", path, exc)
-        return None
-
-
 def train(model: nn.Module, data: Dataset, cfg: TrainSettings, seed: int = 0, *, device="cpu",
           directory=None, on_epoch: Callable[[dict, nn.Module], None] | None = None
           ) -> TrainResult:
@@ -72,8 +57,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainSettings, seed: int = 0, *,
     gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     start, elapsed = 0, 0.0
-    ckpt_path = Path(directory) / "train-state.pt" if directory is not None else None
-    state = _load_state(ckpt_path) if ckpt_path is not None and ckpt_path.exists() else None
+    checkpoints = StateCheckpoints(directory, every=1, keep=1)
+    state = checkpoints.latest()
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -104,10 +89,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainSettings, seed: int = 0, *,
         history.append(record)
         log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  %.1fs", epoch + 1, cfg.epochs,
                  record["train_loss"], val_acc, record["seconds"])
-        if ckpt_path is not None:
-            _save_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "scheduler": sched.state_dict(),
-                                    "generator": gen.get_state(), "history": history})
+        checkpoints.save(epoch + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(),
+                                     "generator": gen.get_state(), "history": history},
+                         final=epoch + 1 == cfg.epochs)
         if on_epoch is not None:
             on_epoch(record, model)
     test_acc, test_loss = accuracy(model, data.test)

@@ -27,8 +27,8 @@ class ConjugateGradient:
       in output space (``_output_lanczos``): no n-vector basis, so a step's memory is that of
       a product.
       In float32 the representation p = J^T rho / |B| loses accuracy along directions where J
-      is ill-conditioned (measured: 2e-2 relative in theta on VGG11-BN where the weight-space
-      basis has 2e-5), which the trust region mostly suppresses.
+      is ill-conditioned (bench/README.md gives the size of the effect against the
+      weight-space basis), which the trust region mostly suppresses.
     - ``rescale``: k CG iterations on A x = c / 2, then theta = x min(1, eta / ||x||).
 
     Every mode gives theta^T g theta for free.

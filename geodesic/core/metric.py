@@ -29,8 +29,8 @@ generic path. ``amp=True`` runs the forward passes and tangents under CUDA autoc
 where supported, else float16) while z, the products and all solver state stay float32; on
 the CPU it is ignored. (The generic path's ``torch.func.jvp`` stays in float32: forward-mode AD
 does not compose with autocast.) ``compile=True`` compiles the fast path's tangent recursion
-with ``torch.compile`` (inductor fuses its element-wise rules): measured slower than eager on
-the CPU here (bench/README.md) and not yet measured on a GPU, so it is off by default.
+with ``torch.compile`` (inductor fuses its element-wise rules); off by default (bench/README.md
+has the measurements).
 
 ``LocalMetric.restrict(m)`` confines the metric at w to the coordinate subspace
 {theta : theta_i = 0 where m_i = 0} (m a 0/1 or bool tensor over w): products become P g P theta

@@ -119,8 +119,8 @@ class Penalty:
     The step's theta^T g theta (the record's functional step) is measured by one jvp on the first
     ``length_batch`` inputs of the metric batch (0: all of them): an unbiased estimate of the
     whole batch's value when the batch is a random draw, at about length_batch / |B| of the
-    cost of a jvp on the whole batch (measured: 0.13 against 0.47 SGD steps on VGG11 with 32 of
-    128 inputs). Like the loop's own measurement, it is not counted in ``evals``.
+    cost of a jvp on the whole batch (bench/README.md). Like the loop's own measurement, it is
+    not counted in ``evals``.
     """
 
     length_batch: int = GeodesicSettings.penalty_length_batch
