@@ -67,7 +67,7 @@ QUICK_LADDER = (0.25, 1.0)
 NO_SCORING = 10 ** 9  # eval_every past any step cap: no held-out scoring along the path
 
 
-# --- the pure rules (tested in tests/test_bench_quality.py) ---------------------------------
+# --- the pure rules (tested in tests/bench/test_bench_quality.py) ---------------------------------
 
 
 def scaled(n: int, factor: float, minimum: int = 0) -> int:

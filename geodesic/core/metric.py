@@ -24,7 +24,7 @@ that point:
 - generic path, for any other module: J theta by ``torch.func.jvp`` (which recomputes the
   forward pass) and J^T u through a ``torch.func.vjp`` closure.
 
-Both give the same numbers to rounding (tests/test_fast_paths.py); ``fast=False`` forces the
+Both give the same numbers to rounding (tests/core/test_fast_paths.py); ``fast=False`` forces the
 generic path. ``amp=True`` runs the forward passes and tangents under CUDA autocast (bfloat16
 where supported, else float16) while z, the products and all solver state stay float32; on
 the CPU it is ignored. (The generic path's ``torch.func.jvp`` stays in float32: forward-mode AD
@@ -63,7 +63,7 @@ class FunctionalMetric:
     per-layer products when the model is a supported chain (``self.chain`` is then not None);
     ``amp`` enables CUDA autocast for the forward passes (see the module docstring);
     ``compile`` runs the fast path's tangent recursion under ``torch.compile`` (compiled once
-    for the metric at its first product; same numbers to rounding, tests/test_fast_paths.py).
+    for the metric at its first product; same numbers to rounding, tests/core/test_fast_paths.py).
     """
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",

@@ -110,9 +110,9 @@ def test_torchrun_launch(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import sys, torch
-        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
         from geodesic.core.distributed import DistributedMetric, init
-        from tests.test_distributed import walk
+        from tests.core.test_distributed import walk
         rank, world = init()
         weights, _ = walk(DistributedMetric, "cg", 16)
         torch.save(weights, {str(tmp_path)!r} + f"/w{{rank}}.pt")

@@ -12,7 +12,7 @@ from geodesic.core.settings import ParamsError, flatten
 from geodesic.params import DATASET_SHAPES, parse_params
 from pipelines.presets import GROUPS, compose, options, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TUNED = yaml.safe_load((ROOT / "conf" / "tuned" / "digits_mlp.yaml").read_text())
 
 

@@ -14,7 +14,7 @@ from geodesic.common.rawdata import DOWNLOAD, RawDataError, fetch
 from tests.conftest import write_mnist
 from tests.helpers.stage_processes import strip_timing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_folder_source_is_copied_checked_and_hashed(tmp_path):

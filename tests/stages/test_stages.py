@@ -8,7 +8,7 @@ import yaml
 
 from tests.helpers.stage_processes import copy_inputs, kill_and_rerun, run_stage, strip_timing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -116,9 +116,9 @@ class NaNOnce:
 def test_a_nan_step_inside_the_stage_halves_eta_and_its_run_logs_it(tmp_path, monkeypatch):
     """Step 3 of the geodesic is NaN: the traversal halves eta, retries, finishes its steps,
     and the method's MLflow run holds ``eta_halvings`` and ``eta`` at every step."""
-    import geodesic.connect.run
-    build_solver = geodesic.connect.run.build_solver
-    monkeypatch.setattr(geodesic.connect.run, "build_solver",
+    import geodesic.core.traverse
+    build_solver = geodesic.core.traverse.build_solver
+    monkeypatch.setattr(geodesic.core.traverse, "build_solver",
                         lambda settings: NaNOnce(build_solver(settings), at=3))
     params = {
         "data": {"name": "digits"},

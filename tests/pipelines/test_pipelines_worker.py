@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.servers import free_port
 from tests.helpers.projects import GIT_IDENTITY, TINY, copy_project
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 1.0):

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from tests.helpers.mlflow_runs import children  # noqa: E402
 from tests.helpers.projects import GIT_IDENTITY, copy_project  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ATTEMPT = """import json, pathlib
 counter = pathlib.Path("attempts")
 attempt = len(counter.read_text()) + 1 if counter.exists() else 1

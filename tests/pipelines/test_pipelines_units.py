@@ -15,7 +15,7 @@ from pipelines import report
 from pipelines.overrides import expand, grid
 from pipelines.project import CommandFailed, Project, error_message, format_value
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"train": {"seeds": [0, 1], "lr": 0.05, "epochs": 30},
           "sparsify": {"solver": "cg", "eta": 0.05}}
 

@@ -39,7 +39,7 @@ def base(tmp_path_factory):
     environment (one MLflow store for the module; one torch thread, the same in every run)."""
     root = tmp_path_factory.mktemp("base")
     (root / "params.yaml").write_text(yaml.safe_dump(TINY))
-    env = dict(os.environ, PYTHONPATH=str(os.path.dirname(os.path.dirname(__file__))),
+    env = dict(os.environ, PYTHONPATH=str(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))),
                MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", OMP_NUM_THREADS="1")
     for stage in ("prepare", "train"):
         result = run_stage(stage, root, env)

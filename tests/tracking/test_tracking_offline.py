@@ -18,7 +18,7 @@ from geodesic.tracking.sync import sync
 from pipelines.__main__ import main
 from pipelines.servers import free_port, wait_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.servers import free_port, wait_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from tests.helpers.mlflow_runs import children
 from tests.helpers.projects import GIT_IDENTITY, copy_project
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AT_ONCE = """
 import pathlib, sys, time
 import mlflow

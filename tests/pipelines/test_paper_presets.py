@@ -15,7 +15,7 @@ from stages.sparsify import sparsify_stage
 from stages.train import train_stage
 from tests.helpers.raw_files import write_cifar10, write_cifar100, write_noise_mnist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 # name: (stage, presets); the README's command is `dvc exp run <stage> -S <preset> ...`
