@@ -93,7 +93,8 @@ class ModelSettings:
                               "widths with model.widths; width multiplies the VGGs' channels)")
 
     def build(self, in_shape: tuple[int, ...], num_classes: int):
-        """A freshly initialised network of these settings (:func:`geodesic.common.models.build_model`)."""
+        """A freshly initialised network of these settings
+        (:func:`geodesic.common.models.build_model`)."""
         from geodesic.common.models import build_model
         return build_model(self.name, in_shape, num_classes, self.widths, self.width)
 

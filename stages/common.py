@@ -110,6 +110,18 @@ def params_dict(params: Params, *sections: str) -> dict:
     return {name: dataclasses.asdict(getattr(params, name)) for name in sections}
 
 
+def start(settings):
+    """A stage's compute set-up from its settings section: torch's CPU threads
+    (``cpu_threads``, 0 leaves torch's default), the device (``device``), the prepared data.
+    Returns (device, data)."""
+    import torch
+
+    from geodesic.core.device import resolve_device
+    if settings.cpu_threads:
+        torch.set_num_threads(settings.cpu_threads)
+    return resolve_device(settings.device), load_data()
+
+
 def load_data():
     """The prepare stage's data set."""
     from geodesic.common.data import load_saved

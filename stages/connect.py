@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 
 from geodesic import tracking
 from geodesic.common.evaluate import network_at
@@ -27,12 +26,11 @@ from geodesic.connect.report import plot_paths, plot_plane, rows, summary, write
 from geodesic.connect.run import (GEODESICS, alignment_figures, endpoints, midpoint_weights,
                                   plane_landscape, run_curve, run_geodesic, score_point,
                                   trace_curve)
-from geodesic.core.device import resolve_device
 from geodesic.core.io import save_tensors
 from geodesic.core.settings import ParamsError, to_dict
 from geodesic.params import Params
-from stages.common import (DATASET, PATHS, PLOTS, checkpoint_dir, load_base_model, load_data,
-                           main, model_file, params_dict, publish, resumed_from, write_metrics)
+from stages.common import (DATASET, PATHS, PLOTS, checkpoint_dir, load_base_model, main, model_file,
+                           params_dict, publish, resumed_from, start, write_metrics)
 
 log = logging.getLogger("stages.connect")
 OUT = PATHS / "connect"
@@ -46,10 +44,7 @@ def connect_stage(params: Params) -> None:
         if seed not in params.train.seeds:
             raise ParamsError("connect.seeds", c.seeds, f"seeds trained by the train stage "
                               f"(train.seeds = {params.train.seeds})")
-    if c.cpu_threads:
-        torch.set_num_threads(c.cpu_threads)
-    device = resolve_device(c.device)
-    data = load_data()
+    device, data = start(c)
     ends = endpoints(load_base_model(params, data, c.seeds[0], device),
                      load_base_model(params, data, c.seeds[1], device), data, c.bn_inputs,
                      c.metric_batch, align_seed=c.seed)

@@ -21,12 +21,11 @@ import torch
 from geodesic import tracking
 from geodesic.continual.report import heat_maps, matrix_rows, method_entry, write_csv
 from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
-from geodesic.core.device import resolve_device
 from geodesic.core.settings import ParamsError
 from geodesic.core.traverse import ProgressLog
 from geodesic.params import Params
-from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_data, main,
-                           params_dict, publish, resumed_from, write_metrics)
+from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, main, params_dict,
+                           publish, resumed_from, start, write_metrics)
 
 log = logging.getLogger("stages.continual")
 
@@ -58,10 +57,7 @@ def run_method(params: Params, data, tasks, scenario: str, name: str, folder, de
 
 def continual_stage(params: Params) -> None:
     c = params.continual
-    device = resolve_device(c.device)
-    if c.cpu_threads:
-        torch.set_num_threads(c.cpu_threads)
-    data = load_data()
+    device, data = start(c)
     try:
         tasks = BENCHMARKS.get(c.benchmark)(data, c.n_tasks, c.seed)
     except ValueError as exc:

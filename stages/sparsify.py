@@ -20,18 +20,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 
 from geodesic import tracking
 from geodesic.common.evaluate import accuracy, network_at
-from geodesic.core.device import resolve_device
 from geodesic.core.io import save_tensors
 from geodesic.params import Params
 from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, score
 from geodesic.sparsify.report import write_plots
-from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model,
-                           load_data, main, model_file, params_dict, publish, resumed_from,
-                           write_metrics)
+from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, main,
+                           model_file, params_dict, publish, resumed_from, start, write_metrics)
 
 log = logging.getLogger("stages.sparsify")
 OUTPUTS = Path("outputs/sparsify")
@@ -46,10 +43,7 @@ def sparse_alias(level: str) -> str:
 
 def sparsify_stage(params: Params) -> None:
     s = params.sparsify
-    if s.cpu_threads:
-        torch.set_num_threads(s.cpu_threads)
-    device = resolve_device(s.device)
-    data = load_data()
+    device, data = start(s)
     model = load_base_model(params, data, s.seed, device)
 
     ctx = SparsifyContext.from_params(params, model, data)

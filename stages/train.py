@@ -10,10 +10,9 @@ import torch
 
 from geodesic import tracking
 from geodesic.common.train import train
-from geodesic.core.device import resolve_device
 from geodesic.core.io import save_tensors
 from geodesic.params import Params
-from stages.common import (DATASET, checkpoint_dir, load_data, main, model_file, params_dict,
+from stages.common import (DATASET, checkpoint_dir, main, model_file, params_dict, start,
                            write_metrics)
 
 log = logging.getLogger("stages.train")
@@ -21,10 +20,7 @@ log = logging.getLogger("stages.train")
 
 def train_stage(params: Params) -> None:
     t = params.train
-    if t.cpu_threads:
-        torch.set_num_threads(t.cpu_threads)
-    device = resolve_device(t.device)
-    data = load_data()
+    device, data = start(t)
     results = {}
     ckpt = checkpoint_dir("train", params, ("model", "train"), (DATASET.parent,))
     with tracking.stage_run("train", params_dict(params, "data", "model", "train"),

@@ -13,9 +13,9 @@ input for fixed weights, or element-wise; the rules of
 :mod:`geodesic.core.layer_rules`).
 
 ``trace_chain`` recognises such networks with ``torch.fx.symbolic_trace`` (the VGGs and MLPs of
-:mod:`geodesic.common.models`, any ``nn.Sequential`` of these layers, or a ``forward`` that calls them
-one after another). Anything else returns ``None`` and the metric falls back to the generic
-``torch.func`` path; the two agree to rounding (tests/core/test_fast_paths.py).
+:mod:`geodesic.common.models`, any ``nn.Sequential`` of these layers, or a ``forward`` that calls
+them one after another). Anything else returns ``None`` and the metric falls back to the
+generic ``torch.func`` path; the two agree to rounding (tests/core/test_fast_paths.py).
 """
 from __future__ import annotations
 

@@ -136,5 +136,6 @@ class Penalty:
 
 
 def build_solver(settings) -> "ConjugateGradient | ProjectedGradient | Penalty":
-    """The solver named by ``settings.solver`` (a :class:`~geodesic.core.settings.GeodesicSettings`)."""
+    """The solver named by ``settings.solver`` (a
+    :class:`~geodesic.core.settings.GeodesicSettings`)."""
     return SOLVERS.get(settings.solver).from_settings(settings)
