@@ -195,10 +195,12 @@ def distill_loss(x: Tensor, teacher: nn.Module) -> Loss:
     return lambda net, idx: 0.5 * (net(x[idx]) - z0[idx]).pow(2).sum(-1).mean()
 
 
-def magnitude(w: Tensor, projection: MagnitudeProjection,
-              levels: list[float]) -> dict[str, LevelResult]:
-    """One-shot global magnitude pruning of the dense weights at each level (no compute)."""
-    return {level_name(p): LevelResult(projection.project(w, p), 0.0, 0.0) for p in levels}
+def magnitude(w: Tensor, projection: MagnitudeProjection, levels: list[float],
+              factor: Tensor | None = None) -> dict[str, LevelResult]:
+    """One-shot pruning of the dense weights at each level by |w_i| (times ``factor``, a
+    target rule's c); no compute."""
+    return {level_name(p): LevelResult(projection.project(w, p, factor=factor), 0.0, 0.0)
+            for p in levels}
 
 
 def prune_and_train(model: nn.Module, space: ParameterSpace, projection: MagnitudeProjection,

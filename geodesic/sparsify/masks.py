@@ -95,18 +95,21 @@ class MagnitudeProjection:
     def full_mask(self) -> Tensor:
         return torch.ones_like(self.prunable)
 
-    def mask(self, w: Tensor, sparsity: float, keep: Tensor | None = None) -> Tensor:
-        """The keep-mask of the magnitude projection of w at ``sparsity``; coordinates already
-        pruned by ``keep`` stay pruned."""
-        score = w.detach().abs().clone()
+    def mask(self, w: Tensor, sparsity: float, keep: Tensor | None = None,
+             factor: Tensor | None = None) -> Tensor:
+        """The keep-mask of the projection of w at ``sparsity``, ranking by |w_i| (times
+        ``factor``, a target rule's c, when given: :mod:`geodesic.sparsify.scores`);
+        coordinates already pruned by ``keep`` stay pruned."""
+        score = w.detach().abs() * factor if factor is not None else w.detach().abs().clone()
         if keep is not None:
             score[~keep] = -1.0
         out = torch.ones_like(self.prunable)
         RANKINGS.get(self.ranking)(out, score, self.prunable, self.segments, sparsity)
         return out
 
-    def project(self, w: Tensor, sparsity: float, keep: Tensor | None = None) -> Tensor:
-        return w * self.mask(w, sparsity, keep)
+    def project(self, w: Tensor, sparsity: float, keep: Tensor | None = None,
+                factor: Tensor | None = None) -> Tensor:
+        return w * self.mask(w, sparsity, keep, factor)
 
     def sparsity(self, w: Tensor) -> float:
         """The measured fraction of prunable weights that are exactly zero."""

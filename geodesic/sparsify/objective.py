@@ -2,8 +2,11 @@
 
 At the current weights w and the current level p (a schedule p_1 < p_2 < ...):
 
-    target(w) = P_p(w)        the magnitude projection of w at sparsity p
-                              (:class:`~geodesic.sparsify.masks.MagnitudeProjection`)
+    target(w) = P_p(w)        the projection of w at sparsity p
+                              (:class:`~geodesic.sparsify.masks.MagnitudeProjection`), ranking
+                              by |w_i| or, with a functional ``rule``, by |w_i| c_i with c
+                              re-selected from the current point at each level's start
+                              (:mod:`geodesic.sparsify.scores`)
     v(w)      = target(w) - w
 
 A level's approach ends after the step at which ||target(w) - w|| <= tol, or after
@@ -34,6 +37,7 @@ from geodesic.core.objectives import Anchor, Combined, Objective
 from geodesic.core.task_loss import TaskLoss
 from geodesic.core.traverse import Callback
 from geodesic.sparsify.masks import MagnitudeProjection
+from geodesic.sparsify.scores import target_factor
 
 
 def level_name(level: float) -> str:
@@ -45,7 +49,8 @@ class Sparsify(Objective):
     """v = P_p(w) - w over a schedule of sparsity levels p, masks applied exactly at level ends."""
 
     def __init__(self, projection: MagnitudeProjection, levels: list[float],
-                 steps_per_level: int, tol: float, settle_steps: int = 0):
+                 steps_per_level: int, tol: float, settle_steps: int = 0,
+                 rule: str = "magnitude"):
         if list(levels) != sorted(set(levels)):
             raise ValueError(f"sparsity levels must increase strictly: {levels}")
         self.projection, self.levels = projection, [float(p) for p in levels]
@@ -54,6 +59,8 @@ class Sparsify(Objective):
         self.level_steps = torch.zeros((), dtype=torch.long)  # steps taken in its phase
         self.settling = torch.zeros((), dtype=torch.long)  # 1 once the level's mask is applied
         self.keep = projection.full_mask()
+        self.rule, self.factor = rule, None
+        self.factor_level = torch.full((), -1, dtype=torch.long)  # the level c was chosen at
         self.unmasked: dict[str, Tensor] = {}
         self._cache: tuple = (None, None, None)
 
@@ -63,15 +70,20 @@ class Sparsify(Objective):
         return self.levels[min(int(self.level), len(self.levels) - 1)]
 
     def target(self, w: Tensor) -> Tensor:
-        key = (w._version, int(self.level))
+        key = (w._version, int(self.level), int(self.factor_level))
         if self._cache[0] is not w or self._cache[1] != key:
-            self._cache = (w, key, self.projection.project(w, self.current, self.keep))
+            self._cache = (w, key, self.projection.project(w, self.current, self.keep,
+                                                           self.factor))
         return self._cache[2]
 
     def distance(self, w: Tensor) -> float:
         return float((self.target(w) - w).norm())
 
     def direction(self, w: Tensor, local) -> Tensor:
+        if self.rule != "magnitude" and int(self.factor_level) != int(self.level):
+            self.factor = target_factor(self.rule, local.metric, w, local.x,
+                                        self.projection.segments)
+            self.factor_level.fill_(int(self.level))
         return self.target(w) - w
 
     def subspace(self) -> Tensor | None:
@@ -92,7 +104,7 @@ class Sparsify(Objective):
 
     def _apply_mask(self, w: Tensor) -> Tensor:
         self.unmasked[level_name(self.current)] = w
-        self.keep = self.projection.mask(w, self.current, self.keep)
+        self.keep = self.projection.mask(w, self.current, self.keep, self.factor)
         return w * self.keep
 
     def _next_level(self, w: Tensor) -> tuple[Tensor, list[str]]:
@@ -115,14 +127,18 @@ class Sparsify(Objective):
                 "distance": self.distance(w)}
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"level": self.level, "level_steps": self.level_steps, "settling": self.settling,
-                "keep": self.keep}
+        state = {"level": self.level, "level_steps": self.level_steps,
+                 "settling": self.settling, "keep": self.keep, "factor_level": self.factor_level}
+        return state if self.factor is None else {**state, "factor": self.factor}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.level = state["level"].clone()
         self.level_steps = state["level_steps"].clone()
         self.settling = state["settling"].clone()
         self.keep = state["keep"].to(self.keep.device).clone()
+        if "factor_level" in state:
+            self.factor_level = state["factor_level"].clone()
+        self.factor = state["factor"].to(self.keep.device).clone() if "factor" in state else None
         self._cache = (None, None, None)
 
 

@@ -22,6 +22,7 @@ every ``checkpoint_every`` SGD steps and after every pruning round; imp's rewind
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Callable
@@ -42,6 +43,7 @@ from geodesic.core.traverse import Callback, walk
 from geodesic.sparsify import baselines as pruning
 from geodesic.sparsify.masks import MagnitudeProjection
 from geodesic.sparsify.objective import Sparsify, UnmaskedScore, build_sparsify_objective
+from geodesic.sparsify.scores import target_factor
 from geodesic.sparsify.settings import SparsifySettings
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
     metric = FunctionalMetric(model, train.x, s.output, s.metric_batch, seed=s.seed,
                               **s.metric_options())
     sparsify = Sparsify(ctx.projection, s.levels, s.steps_per_level, s.level_tol,
-                        s.settle_steps)
+                        s.settle_steps, s.target)
     task = TaskLoss(metric.function, train.x, train.y, s.metric_batch, seed=s.seed + 1)
     objective = build_sparsify_objective(sparsify, s.anchor, task if hybrid else None,
                                          s.task_beta)
@@ -172,6 +174,21 @@ def _geodesic_task(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelR
 @SPARSIFY_METHODS.register("magnitude")
 def _magnitude(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
     return pruning.magnitude(ctx.dense, ctx.projection, ctx.settings.levels)
+
+
+@SPARSIFY_METHODS.register("obd")
+def _obd(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
+    """One-shot pruning of the dense network by OBD scores (no walk, no training)."""
+    s = ctx.settings
+    rule = s.target if s.target != "magnitude" else "obd"
+    metric = FunctionalMetric(ctx.model, ctx.split("train").x, s.output, s.metric_batch,
+                              seed=s.seed, **s.metric_options())
+    t0 = time.perf_counter()
+    factor = target_factor(rule, metric, ctx.dense, metric.sample(), ctx.projection.segments)
+    seconds = time.perf_counter() - t0
+    return {name: pruning.LevelResult(r.weights, float(metric.evals), seconds)
+            for name, r in pruning.magnitude(ctx.dense, ctx.projection, s.levels,
+                                             factor).items()}
 
 
 def _sgd(ctx: SparsifyContext, lr: float, batch: int) -> pruning.MaskedSGD:

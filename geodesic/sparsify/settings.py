@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from geodesic.core.settings import GeodesicSettings, ParamsError, setting
 
-SPARSIFY_METHODS = ("geodesic", "geodesic_task", "magnitude", "magnitude_finetune",
+SPARSIFY_METHODS = ("geodesic", "geodesic_task", "magnitude", "obd", "magnitude_finetune",
                     "distill_finetune", "imp")
+TARGET_RULES = ("magnitude", "obd", "obd_layer")
 EQUAL_COMPUTE = ("magnitude_finetune", "distill_finetune", "imp")
 
 
@@ -32,6 +33,11 @@ class SparsifySettings(GeodesicSettings):
     task_beta: float = setting(0.3, "weight of the labelled task direction -grad L in "
                                "geodesic_task", low=0.0)
     ranking: str = setting("global", "magnitude ranking", choices=("global", "layerwise"))
+    target: str = setting("magnitude", "which coordinates the geodesic's target prunes: smallest "
+                          "|w_i| (magnitude) or smallest w_i^2 g_ii, g's exact diagonal at the "
+                          "level's start (obd; obd_layer: over its layer's mean); the one-shot "
+                          "obd baseline uses obd_layer when chosen here, else obd",
+                          choices=TARGET_RULES)
     include: list[str] = setting(["weights"], "what may be pruned",
                                  choices=("weights", "biases", "norm"))
     exclude: list[str] = setting([], "parameter-name prefixes never pruned, e.g. '5.' or "
