@@ -76,7 +76,7 @@ def test_the_digits_default_takes_the_values_chosen_on_digits():
 def test_base_values_of_the_tuned_keys_are_the_library_defaults():
     from geodesic.params import Params
     from geodesic.core.settings import to_dict
-    base = flatten(compose(["data=mnist"], ROOT))  # the mlp on mnist: no tuned file
+    base = flatten(compose(["data=cifar10"], ROOT))  # the mlp on cifar10: no tuned file
     defaults = flatten(to_dict(Params()))
     assert {k: base[k] for k in flatten(TUNED)} == {k: defaults[k] for k in flatten(TUNED)}
 
