@@ -190,7 +190,7 @@ def test_size_pads_before_the_statistics(digits):
 
 
 def test_mnist_real_padded_to_32(tmp_path, offline):
-    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-real"
+    real = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist-real"
     if not (real / "MNIST" / "raw").is_dir():
         pytest.skip(f"no real MNIST at {real}")
     ds = load_dataset("mnist", real, size=32)
