@@ -157,12 +157,7 @@ class ConjugateGradient:
             if rho else torch.zeros_like(v)
         theta.add_(v, alpha=beta * float(y[0]))
         local.metric.evals += 1  # J c and this pullback: one product's worth
-        quad = float(y @ m @ y)
-        norm = float(theta.norm())
-        if norm > eta:  # J^T rho formed in float32 can come out longer than y^T G y says
-            theta.mul_(eta / norm)
-            quad *= (eta / norm) ** 2
-        step = Step(theta, torch.as_tensor(quad, dtype=v.dtype), None)
+        step = Step(theta, torch.as_tensor(float(y @ m @ y), dtype=v.dtype), None)
         return no_worse_than_standing(step, v, float(m[0, 0]) / beta**2, eta, beta)
 
     def _basis_trust_region(self, m: Tensor, gram: Tensor, linear: Tensor, eta: float) -> Tensor:
