@@ -20,7 +20,7 @@ from torch import nn
 from geodesic.common.data import Dataset, batches
 from geodesic.common.evaluate import accuracy
 from geodesic.common.settings import TrainSettings
-from geodesic.core.path import StateCheckpoints
+from geodesic.core.path import StateCheckpoints, load_states
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainSettings, seed: int = 0, *,
     checkpoints = StateCheckpoints(directory, every=1, keep=1)
     state = checkpoints.latest()
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        load_states(state, model=model, optimizer=opt, scheduler=sched)
         gen.set_state(state["generator"])
         history, start = state["history"], len(state["history"])
         elapsed = history[-1]["seconds"] if history else 0.0

@@ -29,7 +29,7 @@ from geodesic.continual.plugins import EWC, SI, DarkReplay, LwF, Plugin, Replay
 from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, task_loss, task_scores
 from geodesic.continual.settings import ContinualSettings
 from geodesic.continual.tasks import Task
-from geodesic.core.path import StateCheckpoints
+from geodesic.core.path import StateCheckpoints, load_states
 from geodesic.core.registry import Registry
 from geodesic.core.space import ParameterSpace
 
@@ -109,10 +109,7 @@ class Template:
         step, last_cost, elapsed = 0, 0, 0.0
         state = checkpoints.latest()
         if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            batches.load_state_dict(state["batches"])
-            stop.load_state_dict(state["stop"])
+            load_states(state, model=model, optimizer=opt, batches=batches, stop=stop)
             for p, plugin_state in zip(self.plugins, state["plugins"]):
                 p.load_state_dict(ctx, plugin_state)
             step, last_cost, ctx.evals = state["step"], state["last_cost"], state["evals"]

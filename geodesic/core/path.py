@@ -106,6 +106,13 @@ def load_latest_checkpoint(directory, device="cpu") -> Checkpoint | None:
                       milestones=json.loads(meta["milestones"]))
 
 
+def load_states(state: dict, **objects) -> None:
+    """``objects[k].load_state_dict(state[k])`` for each keyword: a loop's model, optimizer,
+    schedule, minibatch order, stop rule... restored from one checkpoint's state."""
+    for key, obj in objects.items():
+        obj.load_state_dict(state[key])
+
+
 class StateCheckpoints:
     """Periodic checkpoints of a training loop's state under ``directory/checkpoints`` (none
     when ``directory`` is None): ``due(step)`` every ``every`` steps, ``save(step, state)``

@@ -36,7 +36,7 @@ from geodesic.common.data import Dataset
 from geodesic.common.settings import TrainSettings
 from geodesic.common.train import train
 from geodesic.core.io import load_tensors
-from geodesic.core.path import StateCheckpoints, save_milestone
+from geodesic.core.path import StateCheckpoints, load_states, save_milestone
 from geodesic.core.space import ParameterSpace
 from geodesic.sparsify.masks import MagnitudeProjection
 from geodesic.sparsify.objective import level_name
@@ -85,9 +85,7 @@ class MaskedSGD:
         if resume is None:
             order, cursor, first = torch.randperm(n, generator=generator), 0, 0
         else:
-            net.load_state_dict(resume["network"])
-            opt.load_state_dict(resume["optimizer"])
-            sched.load_state_dict(resume["scheduler"])
+            load_states(resume, network=net, optimizer=opt, scheduler=sched)
             order, cursor, first = resume["order"], resume["cursor"], resume["step"]
 
         def state(step: int) -> dict:
