@@ -7,7 +7,7 @@ from geodesic.common.data import examples_from
 from geodesic.connect.objective import Connect
 from geodesic.connect.settings import ConnectSettings
 from geodesic.core.metric import FunctionalMetric
-from geodesic.core.objectives import Anchor, Combined
+from geodesic.core.objectives import anchored
 from geodesic.core.path import Path
 from geodesic.core.settings import parse_section
 from geodesic.core.space import ParameterSpace
@@ -32,7 +32,5 @@ def connect_networks(model: nn.Module, target: nn.Module, data, directory=None,
     w1, w2 = space.get(model), ParameterSpace(target).get(target).to(space.get(model).device)
     metric = FunctionalMetric(model, inputs.to(w1.device), s.output, s.metric_batch,
                               seed=s.seed, reference=w2, **s.metric_options())
-    objective = Connect(w1, w2, s.eps)
-    if s.anchor > 0:
-        objective = Combined([(1.0, objective), (s.anchor, Anchor())])
+    objective = anchored(Connect(w1, w2, s.eps), s.anchor)
     return walk(model, objective, metric, s, directory=directory, name="connect_networks")

@@ -37,7 +37,7 @@ from geodesic.connect.curves import CURVES, BezierTraining, Plane
 from geodesic.connect.objective import Connect
 from geodesic.core.io import load_tensors
 from geodesic.core.metric import FunctionalMetric
-from geodesic.core.objectives import Anchor, Combined
+from geodesic.core.objectives import anchored
 from geodesic.core.path import StateCheckpoints, checkpoint_files, checkpoint_step
 from geodesic.core.registry import Registry
 from geodesic.core.space import ParameterSpace
@@ -158,8 +158,7 @@ def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
                               batch_size=s.metric_batch, seed=s.seed, reference=ends.w2,
                               **s.metric_options())
     connect = Connect(ends.w1, ends.w2, s.eps)
-    objective = (Combined([(1.0, connect), (s.anchor, Anchor())])
-                 if s.anchor > 0 else connect)
+    objective = anchored(connect, s.anchor)
     scoring = [Timed(AccuracyCallback(model, ends.space, split, s.eval_every, key=name,
                                       recalibrate=ends.bn_inputs))
                for name, split in ends.splits().items()]

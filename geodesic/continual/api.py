@@ -8,7 +8,7 @@ from geodesic.common.data import examples_from
 from geodesic.continual.objective import LearnTask, MemoryMetric
 from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches
 from geodesic.continual.settings import ContinualSettings
-from geodesic.core.objectives import Anchor, Combined
+from geodesic.core.objectives import anchored
 from geodesic.core.path import Path
 from geodesic.core.settings import parse_section
 from geodesic.core.space import eval_mode
@@ -40,6 +40,4 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
                           **s.metric_options())
     objective = LearnTask(metric, TaskBatches(new, s.batch_size, s.seed), every, check,
                           EarlyStop(s.stop_every, s.patience), s.budget)
-    if s.anchor > 0:
-        objective = Combined([(1.0, objective), (s.anchor, Anchor())])
-    return walk(model, objective, metric, s, directory=directory, name="learn_new_task")
+    return walk(model, anchored(objective, s.anchor), metric, s, directory=directory, name="learn_new_task")

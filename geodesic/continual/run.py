@@ -37,7 +37,7 @@ from geodesic.continual.objective import LearnTask, MemoryMetric
 from geodesic.continual.protocol import (EarlyStop, MaskedModel, Memory, TaskBatches, empty_memory,
                                          join, output_mask, task_memory, task_scores)
 from geodesic.continual.tasks import Task, class_split, permuted
-from geodesic.core.objectives import Anchor, Combined
+from geodesic.core.objectives import anchored
 from geodesic.core.registry import Registry
 from geodesic.core.solvers import build_solver
 from geodesic.core.space import ParameterSpace
@@ -61,8 +61,7 @@ class GeodesicLearner:
                               **s.metric_options())
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
                               tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget)
-        if s.anchor > 0:
-            objective = Combined([(1.0, objective), (s.anchor, Anchor())])
+        objective = anchored(objective, s.anchor)
         path = walk(model, objective, metric, s, solver=self.solver, directory=directory,
                     callbacks=callbacks)
         return (path.records[-1]["evals"] if path.records else 0), path.steps

@@ -152,3 +152,9 @@ class Combined(Objective):
             prefix = f"{i}."
             obj.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                                  if k.startswith(prefix)})
+
+
+def anchored(objective: Objective, alpha: float) -> Objective:
+    """v = v_objective - alpha grad D (the pull back to the starting function); the objective
+    itself when alpha is 0."""
+    return Combined([(1.0, objective), (alpha, Anchor())]) if alpha > 0 else objective

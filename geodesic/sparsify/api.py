@@ -39,6 +39,5 @@ def sparsify_network(model: nn.Module, data, sparsity: float, directory=None,
                               **s.metric_options())
     levels_walk = Sparsify(projection, s.levels, s.steps_per_level, s.level_tol, s.settle_steps,
                            s.target)
-    steps = s.max_steps or (s.steps_per_level + s.settle_steps) * len(s.levels)
     return walk(model, build_sparsify_objective(levels_walk, s.anchor), metric, s,
-                max_steps=steps, directory=directory, name="sparsify_network")
+                max_steps=s.step_budget, directory=directory, name="sparsify_network")

@@ -98,11 +98,6 @@ class SparsifyContext:
     def split(self, name: str) -> Split:
         return self._splits[name]
 
-    @property
-    def max_steps(self) -> int:
-        s = self.settings
-        return s.max_steps or (s.steps_per_level + s.settle_steps) * len(s.levels)
-
 
 def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
                     callbacks=()) -> tuple[Path, LevelResults]:
@@ -124,7 +119,7 @@ def traverse_levels(ctx: SparsifyContext, hybrid: bool, directory=None,
     hooks = [kept, AccuracyCallback(model, ctx.space, val, s.eval_every, "val", bn),
              AccuracyCallback(model, ctx.space, test, s.eval_every, "test", bn),
              UnmaskedScore(sparsify, model, ctx.space, test, recalibrate=bn), *callbacks]
-    path = walk(model, objective, metric, s, max_steps=ctx.max_steps, directory=directory,
+    path = walk(model, objective, metric, s, max_steps=s.step_budget, directory=directory,
                 callbacks=hooks, name=name)
     ctx.space.set(model, ctx.dense)
     return path, path_levels(path, kept.weights)

@@ -59,6 +59,11 @@ class SparsifySettings(GeodesicSettings):
     cpu_threads: int = setting(0, "CPU threads of torch (0: torch's default); small models run "
                            "fastest on 1", low=0)
 
+    @property
+    def step_budget(self) -> int:
+        """max_steps, or levels x (steps_per_level + settle_steps) when it is 0."""
+        return self.max_steps or (self.steps_per_level + self.settle_steps) * len(self.levels)
+
     def validate(self, prefix: str) -> None:
         if self.levels != sorted(set(self.levels)) or not self.levels:
             raise ParamsError(f"{prefix}.levels", self.levels, "strictly increasing levels")
