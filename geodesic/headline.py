@@ -6,11 +6,13 @@ Each function returns ``(figures, histories)``:
 - ``figures``: one value per method and headline quantity, keyed ``<method>.<quantity>``
   (sparsify: ``geodesic.test_acc.0.9`` per level, ``geodesic.grad_evals`` at the last level;
   continual: ``class-il.geodesic.acc``, ``.forgetting``, ``.grad_evals``; connect:
-  ``bezier.min_acc``, ``.barrier``, ``.grad_evals``);
+  ``bezier.min_acc``, ``.barrier``, ``.grad_evals``; hybrid: ``geodesic.old_acc.0.9``,
+  ``.new_acc.0.9``, ``.acc.0.9`` per level);
 - ``histories``: ``{key: [(step, value), ...]}``, one line per method in the chart view
   (sparsify: ``geodesic.test_acc`` at step = sparsity in per mille, 900 for 0.9; continual:
   ``class-il.geodesic.acc_seen``, the mean test accuracy over the tasks learned so far,
-  at step = the index of the task just learned).
+  at step = the index of the task just learned; hybrid: ``geodesic.acc``, the mean test
+  accuracy over all tasks, at step = sparsity in per mille).
 """
 from __future__ import annotations
 
@@ -53,9 +55,23 @@ def connect_headline(doc: dict) -> tuple[Figures, Histories]:
     return figures, {}
 
 
+def hybrid_headline(doc: dict) -> tuple[Figures, Histories]:
+    figures: Figures = {f"base.{q}": doc["base"][q] for q in ("old_acc", "new_acc")}
+    histories: Histories = {}
+    for method, levels in doc["methods"].items():
+        for level, row in levels.items():
+            for quantity in ("old_acc", "new_acc", "acc"):
+                figures[f"{method}.{quantity}.{level}"] = row[quantity]
+        if levels:
+            figures[f"{method}.grad_evals"] = list(levels.values())[-1]["grad_evals"]
+        histories[f"{method}.acc"] = [(round(1000 * row["sparsity"]), row["acc"])
+                                      for row in levels.values()]
+    return figures, histories
+
+
 # application -> its (figures, histories); train has none beyond its own runs
 HEADLINES = {"sparsify": sparsify_headline, "continual": continual_headline,
-             "connect": connect_headline}
+             "connect": connect_headline, "hybrid": hybrid_headline}
 
 
 def _compact(quality: dict[str, float]) -> Figures:
@@ -89,13 +105,16 @@ COMPACT = {
     "sparsify": lambda doc: _compact(_last_level(doc)),
     "continual": lambda doc: _compact(_class_incremental(doc)),
     "connect": lambda doc: _compact({m: r["min_acc"] for m, r in doc["methods"].items()}),
+    "hybrid": lambda doc: _compact({m: list(levels.values())[-1]["acc"]
+                                    for m, levels in doc["methods"].items() if levels}),
 }
 
 
 def compact(application: str, doc: dict) -> Figures:
     """The numbers ``dvc metrics show`` and ``dvc exp show`` display for an application (its
-    ``metrics/<application>_headline.json``), the same keys for the three applications so the
+    ``metrics/<application>_headline.json``), the same keys for every application so the
     table stays narrow: sparsify, test accuracy at the highest level; continual,
     class-incremental ACC (else the first scenario's); connect, the minimum test accuracy along
-    the path; train, ``test_acc_mean`` and ``test_acc_min`` over the seeds."""
+    the path; hybrid, the mean test accuracy over all tasks at the highest level; train,
+    ``test_acc_mean`` and ``test_acc_min`` over the seeds."""
     return COMPACT[application](doc)

@@ -13,6 +13,7 @@ from geodesic.continual.settings import ContinualSettings
 from geodesic.core.settings import (ParamsError, Point, apply, grid, load_yaml, lookup,
                                     parse_section, parse_spec, setting, to_dict)
 from geodesic.cron import CRON_ALLOWED, cron_problem
+from geodesic.hybrid.settings import HybridSettings
 from geodesic.sparsify.settings import SparsifySettings
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
@@ -190,6 +191,8 @@ class Params:
     continual: ContinualSettings = setting(ContinualSettings(), "continual learning (stage "
                                            "continual)")
     connect: ConnectSettings = setting(ConnectSettings(), "mode connectivity (stage connect)")
+    hybrid: HybridSettings = setting(HybridSettings(), "sparsify while learning a new task "
+                                     "(stage hybrid)")
     sweep: SweepSettings = setting(SweepSettings(), "the scheduled sweep (geodesic serve, "
                                    "deploy); no stage reads it")
     tracking: TrackingSettings = setting(TrackingSettings(), "MLflow when the tracking server "
@@ -208,6 +211,9 @@ class Params:
             raise ParamsError("continual.n_tasks", self.continual.n_tasks,
                               f"a divisor of the {classes} classes of {self.data.name} "
                               "(split tasks have equal class counts)")
+        if classes % self.hybrid.n_tasks:
+            raise ParamsError("hybrid.n_tasks", self.hybrid.n_tasks,
+                              f"a divisor of the {classes} classes of {self.data.name}")
         if self.sparsify.seed not in self.train.seeds:
             raise ParamsError("sparsify.seed", self.sparsify.seed,
                               f"one of train.seeds {self.train.seeds}")

@@ -219,7 +219,7 @@ def test_the_walk_finds_the_numeric_keys_of_every_section():
     assert {"data.val_fraction", "train.lr", "train.seeds", "sparsify.eta", "sparsify.levels",
             "continual.ewc_lambda", "connect.anchor"} <= set(NUMERIC)
     assert {k.split(".")[0] for k in NUMERIC} == {"data", "model", "train", "sparsify",
-                                                  "continual", "connect"}
+                                                  "continual", "connect", "hybrid"}
 
 
 @pytest.mark.parametrize("key", NUMERIC)
