@@ -11,10 +11,11 @@ score (higher is better):
     continual  validation ACC (mean accuracy over all tasks after the last), averaged over the
                scenarios
     connect    minimum validation accuracy along the path (BatchNorm recomputed at each point)
+    hybrid     validation accuracy over all tasks (earlier and new), averaged over the levels
 
 Methods run in order and each trial starts from the values already chosen for the methods
 before it: ``geodesic_task`` searches only its task weight on top of the geodesic's step length
-and anchor; the sparsify baselines get the chosen geodesic's per-level evaluations.
+and anchor; the sparsify and hybrid baselines get the chosen geodesic's per-level evaluations.
 
 ``report(step, value)`` receives intermediate validation scores while a method runs, where the
 method has them (a traversal's levels, each continual task, the connect geodesic's scored
@@ -90,6 +91,11 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
         "derpp": [LogRange("derpp_lr", 1e-3, 0.3), LogRange("derpp_alpha", 0.01, 3.0),
                   LogRange("derpp_beta", 0.01, 3.0)],
     },
+    "hybrid": {
+        "geodesic": [_ETA, _ANCHOR, LogRange("task_beta", 0.1, 10.0)],
+        "prune_finetune": [LogRange("prune_finetune_lr", 1e-3, 0.3)],
+        "finetune_prune_finetune": [LogRange("finetune_prune_finetune_lr", 1e-3, 0.3)],
+    },
     "connect": {
         "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0),
                      IntRange("cg_iters", 4, 12)],
@@ -105,7 +111,7 @@ TIED = {"connect": {"geodesic_aligned": "geodesic", "bezier_aligned": "bezier"}}
 def methods_of(application: str, settings) -> list[str]:
     """The methods of the application's settings that are tuned, in the order they run (a
     method of ``TIED`` runs with the values chosen for the method it names)."""
-    if application == "sparsify":
+    if application in ("sparsify", "hybrid"):
         return list(settings.methods)
     if application == "continual":
         return ["geodesic", *settings.baselines]
@@ -121,13 +127,14 @@ def validation_only(data: Dataset) -> Dataset:
 @dataclass
 class TuningInputs:
     """What every trial of an application shares: the full params (for the model section and
-    the base networks' training), the validation-only data and the base networks by seed."""
+    the base networks' training), the validation-only data and the base networks by seed
+    (hybrid: its base network on the earlier tasks, trained by the first trial)."""
 
     params: Any  # geodesic.params.Params
     data: Dataset
     models: dict[int, nn.Module]
     device: Any = "cpu"  # torch.device of the base networks
-    budgets: dict[str, float] = field(default_factory=dict)  # sparsify: per-level evaluations
+    budgets: dict[str, float] = field(default_factory=dict)  # the geodesic's, per level
 
 
 @dataclass
@@ -220,6 +227,30 @@ def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
                    {"val_min_acc": m["val_min_acc"], "val_barrier": m["val_barrier"]})
 
 
+def _hybrid(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
+    import torch
+
+    from geodesic.hybrid.methods import HYBRID_METHODS
+    from geodesic.hybrid.run import HybridContext, build_problem, score, train_base
+
+    data, p = inputs.data, inputs.params
+    problem = build_problem(data, s)
+    if s.seed not in inputs.models:  # the base network on the earlier tasks, trained once
+        torch.manual_seed(s.seed)
+        base = p.model.build(data.in_shape, data.num_classes).to(inputs.device)
+        inputs.models[s.seed] = train_base(base, data, problem, p.train, s, inputs.device)
+    ctx = HybridContext(copy.deepcopy(inputs.models[s.seed]), problem, s)
+    ctx.budgets = dict(inputs.budgets)
+    rows = score(ctx, HYBRID_METHODS.get(method)(ctx))
+    for i, row in enumerate(rows.values()):
+        report(i, row["val_acc"])
+    last = rows[list(rows)[-1]]
+    return Outcome(statistics.fmean(r["val_acc"] for r in rows.values()), last["grad_evals"],
+                   last["seconds"], {k: {q: r[f"val_{q}"] for q in ("acc", "old_acc", "new_acc")}
+                                     for k, r in rows.items()},
+                   dict(ctx.budgets) if method == "geodesic" else {})
+
+
 _RUNNERS: dict[str, Callable[..., Outcome]] = {
-    "sparsify": _sparsify, "continual": _continual, "connect": _connect}
+    "sparsify": _sparsify, "continual": _continual, "connect": _connect, "hybrid": _hybrid}
 APPLICATIONS = tuple(_RUNNERS)

@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
                           "Writes the chosen values to conf/tuned/<data>_<model>.yaml and a "
                           "report to results/<preset>/tuning/; every trial is an MLflow run "
                           "(experiment tune). Needs the outputs of `dvc repro train`.")
-    tune.add_argument("application", help="sparsify | continual | connect")
+    tune.add_argument("application", help="sparsify | continual | connect | hybrid")
     tune.add_argument("--trials", type=int, default=20, help="trials per method (default 20)")
     tune.add_argument("--method", dest="methods", action="append", metavar="NAME",
                       help="tune only this method (repeatable; default: every method)")
@@ -122,10 +122,11 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="an application's table over seeds on a preset",
                              description="Run the application once per seed as DVC experiment "
                              "results-<preset>-<application>-s<i> (sparsify.seed = i; "
-                             "continual.seed = i; connect.seeds = [2i, 2i+1]: independent "
-                             "pairs) and write mean +- std per method with evaluations and "
-                             "wall-clock to results/<preset>/<application>.{json,md,png}.")
-    results.add_argument("application", help="sparsify | continual | connect")
+                             "continual.seed = i; hybrid.seed = i; connect.seeds = [2i, "
+                             "2i+1]: independent pairs) and write mean +- std per method "
+                             "with evaluations and wall-clock to "
+                             "results/<preset>/<application>.{json,md,png}.")
+    results.add_argument("application", help="sparsify | continual | connect | hybrid")
     results.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     results.add_argument("--preset", action="append", default=[], metavar="GROUP=NAME",
                          help="config group choice, e.g. data=mnist_real (repeatable)")

@@ -24,7 +24,8 @@ from pipelines.results_table import summarise, write_results
 
 def seed_point(application: str, i: int) -> dict:
     return {"sparsify": {"sparsify.seed": i}, "continual": {"continual.seed": i},
-            "connect": {"connect.seeds": [2 * i, 2 * i + 1], "connect.seed": i}}[application]
+            "connect": {"connect.seeds": [2 * i, 2 * i + 1], "connect.seed": i},
+            "hybrid": {"hybrid.seed": i}}[application]
 
 
 def check_request(application: str, seeds: int) -> None:

@@ -5,7 +5,9 @@ of every figure per method, written as ``<application>.json`` (per seed and summ
 The rows of each application: sparsify, one per method and level (test accuracy, cumulative
 evaluations and seconds up to the level); continual, one per scenario and method (ACC, BWT,
 forgetting, evaluations, seconds); connect, one per method (min and mean test accuracy along
-the path, barrier, evaluations, seconds), with min(endpoints) beside them.
+the path, barrier, evaluations, seconds), with min(endpoints) beside them; hybrid, one per
+method and level (accuracy over all tasks, the earlier tasks and the new task, evaluations and
+seconds up to the level), with the base network's beside them.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ FIELDS = {
     "sparsify": ("test_acc", "val_acc", "grad_evals", "seconds"),
     "continual": ("acc", "bwt", "forgetting", "val_acc", "grad_evals", "seconds"),
     "connect": ("min_acc", "mean_acc", "barrier", "val_min_acc", "grad_evals", "seconds"),
+    "hybrid": ("acc", "old_acc", "new_acc", "val_acc", "grad_evals", "seconds"),
 }
 
 
@@ -31,6 +34,12 @@ def rows_of(application: str, metrics: dict) -> dict[str, dict]:
         for method, levels in metrics["methods"].items():
             for level, row in levels.items():
                 out[f"{method}@{level}"] = {k: row[k] for k in fields}
+        return out
+    if application == "hybrid":
+        out = {"base": {k: metrics["base"][k] for k in fields if k in metrics["base"]}}
+        out.update({f"{method}@{level}": {k: row[k] for k in fields}
+                    for method, levels in metrics["methods"].items()
+                    for level, row in levels.items()})
         return out
     if application == "continual":
         return {f"{scenario}/{method}": {k: row[k] for k in fields}
@@ -86,7 +95,8 @@ def markdown(doc: dict) -> str:
 
 def plot(doc: dict, path: Path) -> Path:
     """The headline figure of every row (test accuracy, ACC or min accuracy) with ±1 std."""
-    key = {"sparsify": "test_acc", "continual": "acc", "connect": "min_acc"}[doc["application"]]
+    key = {"sparsify": "test_acc", "continual": "acc", "connect": "min_acc",
+           "hybrid": "acc"}[doc["application"]]
     rows = [(n, e[key]) for n, e in doc["summary"].items() if key in e]
     fig, ax = plt.subplots(figsize=(7.2, 0.3 * len(rows) + 1.6))
     ax.barh([n for n, _ in rows], [100 * e["mean"] for _, e in rows],

@@ -62,7 +62,7 @@ def check_request(application: str, params: Params, methods: list[str] | None,
             raise ParamsError("--method", m, f"a method that params.yaml runs for "
                               f"{application}: {', '.join(known)}")
     chosen = [m for m in known if methods is None or m in methods]
-    if application == "sparsify" and "geodesic" in known:  # the baselines' budgets
+    if application in ("sparsify", "hybrid") and "geodesic" in known:  # the baselines' budgets
         chosen = ["geodesic", *[m for m in chosen if m != "geodesic"]]
     return chosen
 
@@ -88,6 +88,8 @@ def study_folder(root: Path, params: Params, application: str) -> Path:
              if k not in searched}
     files = [root / DATASET.parent, *(root / model_file(s)
                                       for s in base_seeds(params, application))]
+    if application == "hybrid":  # its base network is trained with the train section
+        fixed["train"] = to_dict(params.train)
     key = json.dumps(fixed, sort_keys=True) + content_hash(*files)
     return root / "tuning" / params.preset.name / hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -167,7 +169,7 @@ class Tuner:
         best = _best(study, wanted)
         if best is None:
             raise RuntimeError(f"tune {self.application}/{method}: every trial failed")
-        if self.application == "sparsify" and method == "geodesic":
+        if method == "geodesic" and best.user_attrs.get("budgets"):
             self.inputs.budgets = best.user_attrs["budgets"]
         self.chosen.update(best.user_attrs["values"])
         return {"space": [_describe(d) for d in space], "trials": _trials(study, wanted),

@@ -37,8 +37,22 @@ def test_sparsify_rows_are_method_at_level():
     assert doc["summary"]["geodesic@0.98"]["test_acc"]["std"] == 0.0
 
 
+def test_hybrid_rows_are_the_base_and_method_at_level(tmp_path):
+    row = {"acc": 0.9, "old_acc": 0.95, "new_acc": 0.7, "val_acc": 0.91, "grad_evals": 10,
+           "seconds": 1.0, "sparsity": 0.9, "task_accs": [0.9] * 5}
+    metrics = {"base": {**row, "acc": 0.8, "new_acc": 0.0, "grad_evals": 0},
+               "methods": {"geodesic": {"0.8": row, "0.9": {**row, "acc": 0.92}}}}
+    doc = summarise("hybrid", "p", {0: metrics, 1: metrics})
+    assert list(doc["summary"]) == ["base", "geodesic@0.8", "geodesic@0.9"]
+    assert doc["summary"]["geodesic@0.9"]["acc"]["mean"] == pytest.approx(0.92)
+    assert "task_accs" not in doc["summary"]["geodesic@0.9"]
+    assert "| geodesic@0.9 | 92.0 ± 0.0 | 95.0 ± 0.0 | 70.0 ± 0.0 |" in markdown(doc)
+    assert write_results(tmp_path, doc)[-1].stat().st_size > 0
+
+
 def test_seed_points_and_bad_requests():
     assert seed_point("connect", 2) == {"connect.seeds": [4, 5], "connect.seed": 2}
+    assert seed_point("hybrid", 2) == {"hybrid.seed": 2}
     assert preset_overrides(["data=mnist_real", "model=mlp"]) == {"data": "mnist_real",
                                                                   "model": "mlp"}
     for bad in (["data"], ["data="], ["sparsify.eta=1"]):

@@ -28,6 +28,9 @@ PARAMS = {
     "connect": {"baselines": ["linear", "bezier"], "bezier_steps": 10, "bezier_batch": 32,
                 "max_steps": 4, "eval_every": 2, "points": 3, "plane_grid": 0,
                 "metric_batch": 32, "cg_iters": 2, "bn_inputs": 64},
+    "hybrid": {"levels": [0.5, 0.8], "steps_per_level": 4, "settle_steps": 1, "cg_iters": 2,
+               "metric_batch": 32, "memory_per_class": 3, "base_epochs": 2, "replay_batch": 8,
+               "eval_every": 4},
     "preset": {"data": "digits", "model": "mlp"},
 }
 
@@ -113,6 +116,31 @@ def test_the_test_split_is_never_read(project, tmp_path):
         t["score"] for t in dirty["methods"]["geodesic"]["trials"]]
     first, second = (doc["methods"]["geodesic"]["best"] for doc in (clean, dirty))
     assert first["values"] == second["values"] and first["score"] == second["score"]
+
+
+def test_hybrid_baselines_get_the_chosen_geodesic_s_evaluations_and_no_test_split(project,
+                                                                                 tmp_path):
+    """Each hybrid baseline trial spends the evaluations of the chosen geodesic at the last
+    level; tuning with a garbage test split gives the same trials."""
+    clean = tune_application(copy_project(project, tmp_path / "clean"), "hybrid", trials=2,
+                             seed=1)
+    dirty = tune_application(copy_project(project, tmp_path / "dirty", garbage_test=True),
+                             "hybrid", trials=2, seed=1)
+    methods = clean["methods"]
+    assert list(methods) == ["geodesic", "prune_finetune", "finetune_prune_finetune"]
+    budget = methods["geodesic"]["best"]["evals"]
+    for name in ("prune_finetune", "finetune_prune_finetune"):
+        assert [t["values"] for t in methods[name]["trials"]] == [
+            t["values"] for t in dirty["methods"][name]["trials"]]
+        assert all(budget - 2 < t["evals"] <= budget for t in methods[name]["trials"])
+    for name, result in methods.items():
+        assert [t["score"] for t in result["trials"]] == [
+            t["score"] for t in dirty["methods"][name]["trials"]]
+        assert len(result["trials"]) == 2 and set(result["trials"][0]["details"]) == {"0.5",
+                                                                                      "0.8"}
+    tuned = yaml.safe_load((tmp_path / "clean/conf/tuned/digits_mlp.yaml").read_text())
+    assert set(tuned["hybrid"]) == {"eta", "anchor", "task_beta", "prune_finetune_lr",
+                                    "finetune_prune_finetune_lr"}
 
 
 @pytest.mark.parametrize("application,method", [
