@@ -227,6 +227,20 @@ def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
                    {"val_min_acc": m["val_min_acc"], "val_barrier": m["val_barrier"]})
 
 
+class TaskMeanReport(Callback):
+    """Reports the mean validation accuracy over all tasks at each sparsity level a hybrid
+    traversal reaches (the baselines have no intermediate scores: they are never pruned)."""
+
+    def __init__(self, s, report: Report):
+        self.names = [repr(float(p)) for p in s.levels]
+        self.tasks, self.report = s.n_tasks, report
+
+    def on_milestone(self, name: str, record: dict, w: Tensor) -> None:
+        if name in self.names:
+            self.report(self.names.index(name), statistics.fmean(
+                record[f"val{j}_acc"] for j in range(self.tasks)))
+
+
 def _hybrid(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
     import torch
 
@@ -241,9 +255,7 @@ def _hybrid(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
         inputs.models[s.seed] = train_base(base, data, problem, p.train, s, inputs.device)
     ctx = HybridContext(copy.deepcopy(inputs.models[s.seed]), problem, s)
     ctx.budgets = dict(inputs.budgets)
-    rows = score(ctx, HYBRID_METHODS.get(method)(ctx))
-    for i, row in enumerate(rows.values()):
-        report(i, row["val_acc"])
+    rows = score(ctx, HYBRID_METHODS.get(method)(ctx, None, [TaskMeanReport(s, report)]))
     last = rows[list(rows)[-1]]
     return Outcome(statistics.fmean(r["val_acc"] for r in rows.values()), last["grad_evals"],
                    last["seconds"], {k: {q: r[f"val_{q}"] for q in ("acc", "old_acc", "new_acc")}
