@@ -93,8 +93,8 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
     },
     "hybrid": {
         "geodesic": [_ETA, _ANCHOR, LogRange("task_beta", 0.1, 10.0)],
-        "prune_finetune": [LogRange("prune_finetune_lr", 1e-3, 0.3)],
-        "finetune_prune_finetune": [LogRange("finetune_prune_finetune_lr", 1e-3, 0.3)],
+        "prune_finetune": [LogRange("prune_finetune_lr", 1e-4, 0.3)],
+        "finetune_prune_finetune": [LogRange("finetune_prune_finetune_lr", 1e-4, 0.3)],
     },
     "connect": {
         "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0),
