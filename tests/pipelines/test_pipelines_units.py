@@ -203,7 +203,7 @@ def test_dvc_metrics_show_fits_a_screen():
     out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     lines = [line for line in out.splitlines() if line.startswith("|")]
-    assert len(lines) == 2 + 4 and max(map(len, lines)) < 150
+    assert len(lines) == 2 + 5 and max(map(len, lines)) < 150
     assert all("_headline.json" in line for line in lines[2:])
 
 
