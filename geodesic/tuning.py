@@ -99,24 +99,25 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
     "connect": {
         "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0),
                      IntRange("cg_iters", 4, 12)],
+        "geodesic_aligned": [LogRange("aligned_eta", 0.1, 2.0),
+                             LogRange("aligned_anchor", 0.1, 10.0),
+                             IntRange("aligned_cg_iters", 4, 12)],
         "linear": [],
         "aligned": [],
         "bezier": [LogRange("bezier_lr", 1e-3, 0.3), Choice("bezier_momentum", (0.0, 0.5, 0.9))],
+        "bezier_aligned": [LogRange("bezier_aligned_lr", 1e-3, 0.3),
+                           Choice("bezier_aligned_momentum", (0.0, 0.5, 0.9))],
     },
 }
-# Methods that share every tuned key with another method run with that method's values.
-TIED = {"connect": {"geodesic_aligned": "geodesic", "bezier_aligned": "bezier"}}
 
 
 def methods_of(application: str, settings) -> list[str]:
-    """The methods of the application's settings that are tuned, in the order they run (a
-    method of ``TIED`` runs with the values chosen for the method it names)."""
+    """The methods of the application's settings that are tuned, in the order they run."""
     if application in ("sparsify", "hybrid"):
         return list(settings.methods)
     if application == "continual":
         return ["geodesic", *settings.baselines]
-    methods = [*settings.geodesics, *settings.baselines]
-    return [m for m in methods if TIED["connect"].get(m) not in methods]
+    return [*settings.geodesics, *settings.baselines]
 
 
 def validation_only(data: Dataset) -> Dataset:

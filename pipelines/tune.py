@@ -31,7 +31,7 @@ from geodesic.common.data import load_saved
 from geodesic.core.device import resolve_device
 from geodesic.core.settings import ParamsError, parse_section, to_dict
 from geodesic.params import Params, load_params
-from geodesic.tuning import (APPLICATIONS, SPACES, TIED, Choice, IntRange, LogRange, TuningInputs,
+from geodesic.tuning import (APPLICATIONS, SPACES, Choice, IntRange, LogRange, TuningInputs,
                              methods_of, run_trial, validation_only)
 from pipelines.tune_report import write_report
 
@@ -148,8 +148,7 @@ class Tuner:
         import optuna
         from optuna.trial import TrialState
 
-        leader = TIED.get(self.application, {}).get(method, method)
-        space = SPACES[self.application].get(leader, [])
+        space = SPACES[self.application].get(method, [])
         study = self.study(method)
         wanted = self.trials if space else 1
         done = _finished(study, wanted)

@@ -150,7 +150,9 @@ class PlaneTrace(Callback):
 def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
                  callbacks: tuple[Callback, ...] = (), name: str = "geodesic") -> MethodResult:
     """Traverse from w1 toward w2 (``geodesic``) or pi(w2) (``geodesic_aligned``) with the
-    settings ``s`` (a ConnectSettings); ``plane`` traces the steps' coordinates on it."""
+    settings ``s`` (a ConnectSettings, with the method's own values); ``plane`` traces the steps'
+    coordinates on it."""
+    s = s.for_method(name)
     target = GEODESICS[name]
     ends = TARGETS.get(target)(ends)
     model = copy.deepcopy(ends.model)
@@ -225,7 +227,8 @@ def run_curve(name: str, ends: Endpoints, s, on_record: Callable[[dict], None] |
               directory=None) -> MethodResult:
     """Fit baseline ``name`` (a curve of :data:`BASELINES` toward its target) and score it at
     ``s.points`` parameters; with ``directory``, the fit checkpoints there every
-    ``s.checkpoint_every`` steps and resumes."""
+    ``s.checkpoint_every`` steps and resumes. ``s`` is taken with the method's own values."""
+    s = s.for_method(name)
     curve, target = BASELINES[name]
     ends = TARGETS.get(target)(ends)
     cfg = BezierTraining(steps=s.bezier_steps, batch_size=s.bezier_batch, lr=s.bezier_lr,

@@ -1,6 +1,7 @@
 """Settings of application (iii), the ``connect`` section of params.yaml."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -8,6 +9,11 @@ from geodesic.core.settings import GeodesicSettings, ParamsError, setting
 
 CURVE_NAMES = ("linear", "bezier", "aligned", "bezier_aligned")
 GEODESIC_NAMES = ("geodesic", "geodesic_aligned")
+# method -> {setting: the key that replaces it for that method when set}
+OWN_VALUES = {"geodesic_aligned": {"eta": "aligned_eta", "anchor": "aligned_anchor",
+                                   "cg_iters": "aligned_cg_iters"},
+              "bezier_aligned": {"bezier_lr": "bezier_aligned_lr",
+                                 "bezier_momentum": "bezier_aligned_momentum"}}
 
 
 @dataclass
@@ -44,9 +50,27 @@ class ConnectSettings(GeodesicSettings):
                                      high=1.0, high_open=True)
     bezier_weight_decay: float = setting(0.0, "weight decay on phi(t) in the Bezier training",
                                          low=0.0)
+    aligned_eta: float | None = setting(None, "eta of geodesic_aligned (null: eta)", low=0.0,
+                                        low_open=True)
+    aligned_anchor: float | None = setting(None, "anchor of geodesic_aligned (null: anchor)",
+                                           low=0.0)
+    aligned_cg_iters: int | None = setting(None, "cg_iters of geodesic_aligned (null: "
+                                           "cg_iters)", low=1)
+    bezier_aligned_lr: float | None = setting(None, "bezier_lr of bezier_aligned (null: "
+                                              "bezier_lr)", low=0.0, low_open=True)
+    bezier_aligned_momentum: float | None = setting(None, "bezier_momentum of bezier_aligned "
+                                                    "(null: bezier_momentum)", low=0.0,
+                                                    high=1.0, high_open=True)
     cpu_threads: int = setting(0, "torch CPU threads (0: torch's default)", low=0)
     plane_grid: int = setting(15, "lattice size of the test-accuracy landscape drawn on the "
                               "plane of (w1, w2, Bezier middle point); 0: no landscape", low=0)
+
+    def for_method(self, name: str) -> "ConnectSettings":
+        """These settings as method ``name`` runs with them: its own values (``OWN_VALUES``)
+        where they are set, the shared ones elsewhere."""
+        own = {key: getattr(self, field) for key, field in OWN_VALUES.get(name, {}).items()
+               if getattr(self, field) is not None}
+        return dataclasses.replace(self, **own) if own else self
 
     def validate(self, prefix: str) -> None:
         if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:

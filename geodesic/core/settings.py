@@ -74,6 +74,8 @@ def _bounds(meta: dict) -> str:
 def _check_range(key: str, value: Any, meta: dict) -> None:
     values = value if isinstance(value, list) else [value]
     for v in values:
+        if v is None:  # an optional setting left unset
+            continue
         if isinstance(v, float) and not math.isfinite(v):
             raise ParamsError(key, v, f"a finite number {_bounds(meta)}".rstrip())
         if meta.get("choices") is not None and v not in meta["choices"]:

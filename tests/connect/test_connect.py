@@ -378,3 +378,18 @@ def test_the_midpoint_is_the_curve_at_one_half_or_the_middle_path_checkpoint(tmp
                                              {}))
     walk = MethodResult("geodesic", [], {"steps": 15})
     assert t.equal(midpoint_weights(walk, tmp_path), t.full((3,), 8.0))  # 8 is nearest 7.5
+
+
+def test_aligned_methods_run_with_their_own_values_where_set():
+    from geodesic.connect.settings import ConnectSettings
+    from geodesic.core.settings import ParamsError, parse_section
+    shared = parse_section(ConnectSettings, {"eta": 0.5, "anchor": 2.0, "bezier_lr": 0.1})
+    assert shared.for_method("geodesic_aligned") is shared  # nothing of its own: the shared
+    own = parse_section(ConnectSettings, {"eta": 0.5, "anchor": 2.0, "aligned_eta": 1.5,
+                                          "aligned_cg_iters": 4, "bezier_aligned_lr": 0.01})
+    aligned = own.for_method("geodesic_aligned")
+    assert (aligned.eta, aligned.anchor, aligned.cg_iters) == (1.5, 2.0, 4)
+    assert own.for_method("bezier_aligned").bezier_lr == 0.01
+    assert own.for_method("geodesic") is own and own.for_method("bezier") is own
+    with pytest.raises(ParamsError, match="connect.aligned_eta = 0.0 .*> 0.0"):
+        parse_section(ConnectSettings, {"aligned_eta": 0.0}, "connect")

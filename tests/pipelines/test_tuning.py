@@ -161,14 +161,16 @@ def test_every_application_scores_a_trial_on_validation(project, application, me
         assert [s for s, _ in steps] == sorted(s for s, _ in steps)
 
 
-def test_aligned_methods_take_the_values_of_their_unaligned_form(project):
+def test_aligned_methods_are_tuned_on_their_own_keys(project):
     params = load_params(project / "params.yaml")
     from geodesic.tuning import methods_of
     s = params.connect
-    assert methods_of("connect", s) == ["geodesic", "linear", "bezier"]
-    both = type(s)(**{**s.__dict__, "geodesics": ["geodesic_aligned"],
-                      "baselines": ["bezier_aligned", "aligned"]})
-    assert methods_of("connect", both) == ["geodesic_aligned", "bezier_aligned", "aligned"]
+    assert methods_of("connect", s) == ["geodesic", "geodesic_aligned", "linear", "bezier"]
+    keys = {m: {d.key for d in SPACES["connect"][m]} for m in SPACES["connect"]}
+    assert keys["geodesic_aligned"] == {"aligned_eta", "aligned_anchor", "aligned_cg_iters"}
+    assert keys["bezier_aligned"] == {"bezier_aligned_lr", "bezier_aligned_momentum"}
+    assert not keys["geodesic"] & keys["geodesic_aligned"]
+    assert not keys["bezier"] & keys["bezier_aligned"]
 
 
 def test_studies_are_keyed_by_the_data_networks_and_fixed_settings(project, tmp_path):
