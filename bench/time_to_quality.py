@@ -168,7 +168,7 @@ class Steps:
         self.done += 0.05 if r["method"] in FIXED else r["factor"]
         elapsed = time.perf_counter() - self.progress.t0
         eta = elapsed * max(self.planned - self.done, 0.0) / max(self.done, 1e-9)
-        self.progress(f"{application:9s} {r['method']:18s} x{r['factor']:<6g} evals "
+        self.progress(f"{application:9s} {r['method']:18s} x{r['factor']:<6.3g} evals "
                       f"{r['grad_evals']:7.0f}  {r['seconds']:6.1f}s  val {100 * r['score']:.2f}"
                       f"{'' if r['valid'] else '  (stopped short)'}  | {self.done / elapsed:.3f}"
                       f" units/s, ETA {eta / 60:.0f} min")
@@ -176,7 +176,7 @@ class Steps:
 
 
 def planned(params, applications, ladder, seeds: int) -> float:
-    methods = {"sparsify": [*params.sparsify.methods, "geodesic"],
+    methods = {"sparsify": list(params.sparsify.methods),
                "continual": ["geodesic", *params.continual.baselines],
                "connect": [*params.connect.geodesics, *params.connect.baselines]}
     per_seed = sum(0.05 if m in FIXED else max(ladder) if rule(a, m) == "prefix" else sum(ladder)
