@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"train.epochs": 2, "*.max_steps": 12, "*.checkpoint_every": 4, "*.eval_every": 4}
+TINY = {"train.epochs": 2, "hybrid.base_epochs": 2, "hybrid.steps_per_level": 6,
+        "*.max_steps": 12, "*.checkpoint_every": 4, "*.eval_every": 4}
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
                 "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 
