@@ -4,13 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geodesic.core.settings import GeodesicSettings, ParamsError, setting
+from geodesic.sparsify.settings import LevelSchedule
 
 HYBRID_METHODS = ("geodesic", "prune_finetune", "finetune_prune_finetune")
 HYBRID_SCENARIOS = ("task-il", "class-il")
 
 
 @dataclass
-class HybridSettings(GeodesicSettings):
+class HybridSettings(GeodesicSettings, LevelSchedule):
     """The hybrid task: from a network trained on the first ``n_tasks - 1`` tasks of a class
     split, reach a p-sparse network that has also learned the last task and kept the others.
 
@@ -60,19 +61,8 @@ class HybridSettings(GeodesicSettings):
                             "(0: never; the geodesic's length is set by its levels)", low=0)
     cpu_threads: int = setting(1, "torch CPU threads (0: torch's default)", low=0)
 
-    @property
-    def step_budget(self) -> int:
-        """max_steps, or levels x (steps_per_level + settle_steps) when it is 0."""
-        return self.max_steps or (self.steps_per_level + self.settle_steps) * len(self.levels)
-
     def validate(self, prefix: str) -> None:
-        if self.levels != sorted(set(self.levels)) or not self.levels:
-            raise ParamsError(f"{prefix}.levels", self.levels, "strictly increasing levels")
-        if len(set(self.methods)) != len(self.methods):
-            raise ParamsError(f"{prefix}.methods", self.methods, "distinct names")
+        self.validate_schedule(prefix)
         if not self.methods or self.methods[0] != "geodesic":
             raise ParamsError(f"{prefix}.methods", self.methods, "'geodesic' first: the "
                               "baselines get its evaluations per level")
-        if self.max_steps and self.max_steps < len(self.levels):
-            raise ParamsError(f"{prefix}.max_steps", self.max_steps,
-                              f"0 or at least one step per level (>= {len(self.levels)})")

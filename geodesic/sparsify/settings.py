@@ -11,8 +11,27 @@ TARGET_RULES = ("magnitude", "obd", "obd_layer")
 EQUAL_COMPUTE = ("magnitude_finetune", "distill_finetune", "imp")
 
 
+class LevelSchedule:
+    """The step budget and checks of a walk through sparsity ``levels`` (fields ``levels``,
+    ``steps_per_level``, ``settle_steps``, ``max_steps`` of the settings that mix it in)."""
+
+    @property
+    def step_budget(self) -> int:
+        """max_steps, or levels x (steps_per_level + settle_steps) when it is 0."""
+        return self.max_steps or (self.steps_per_level + self.settle_steps) * len(self.levels)
+
+    def validate_schedule(self, prefix: str) -> None:
+        if self.levels != sorted(set(self.levels)) or not self.levels:
+            raise ParamsError(f"{prefix}.levels", self.levels, "strictly increasing levels")
+        if self.max_steps and self.max_steps < len(self.levels):
+            raise ParamsError(f"{prefix}.max_steps", self.max_steps,
+                              f"0 or at least one step per level (>= {len(self.levels)})")
+        if len(set(self.methods)) != len(self.methods):
+            raise ParamsError(f"{prefix}.methods", self.methods, "distinct names")
+
+
 @dataclass
-class SparsifySettings(GeodesicSettings):
+class SparsifySettings(GeodesicSettings, LevelSchedule):
     """Application (i): from the dense base network to sparse ones along a geodesic."""
 
     seed: int = setting(0, "which base network (a seed of train.seeds)", low=0)
@@ -59,16 +78,8 @@ class SparsifySettings(GeodesicSettings):
     cpu_threads: int = setting(0, "CPU threads of torch (0: torch's default); small models run "
                            "fastest on 1", low=0)
 
-    @property
-    def step_budget(self) -> int:
-        """max_steps, or levels x (steps_per_level + settle_steps) when it is 0."""
-        return self.max_steps or (self.steps_per_level + self.settle_steps) * len(self.levels)
-
     def validate(self, prefix: str) -> None:
-        if self.levels != sorted(set(self.levels)) or not self.levels:
-            raise ParamsError(f"{prefix}.levels", self.levels, "strictly increasing levels")
-        if len(set(self.methods)) != len(self.methods):
-            raise ParamsError(f"{prefix}.methods", self.methods, "distinct names")
+        self.validate_schedule(prefix)
         needs = [m for m in self.methods if m in EQUAL_COMPUTE]
         if needs and "geodesic" not in self.methods:
             raise ParamsError(f"{prefix}.methods", self.methods,
@@ -76,6 +87,3 @@ class SparsifySettings(GeodesicSettings):
         if self.settle_steps and self.anchor == 0 and "geodesic" in self.methods:
             raise ParamsError(f"{prefix}.settle_steps", self.settle_steps,
                               "0 when anchor is 0 (with no anchor the settling direction is 0)")
-        if self.max_steps and self.max_steps < len(self.levels):
-            raise ParamsError(f"{prefix}.max_steps", self.max_steps,
-                              f"0 or at least one step per level (>= {len(self.levels)})")
