@@ -37,18 +37,20 @@ Several machines: run the same command on every node, with the rendezvous on one
 
 where ``my_traversal.py`` does::
 
-    from geodesic.core.distributed import DistributedMetric, init
-    rank, world = init()                      # reads torchrun's environment
-    metric = DistributedMetric(model, pool)   # same model weights and pool on every rank
-    path = traverse(model, objective, metric, solver, eta=..., max_steps=...,
-                    directory=f"runs/x/rank{rank}",   # or only on rank 0 (no resume elsewhere)
-                    callbacks=callbacks if rank == 0 else [])
+    from geodesic.core.distributed import DistributedMetric, process_group
+    with process_group() as (rank, world):        # reads torchrun's environment
+        metric = DistributedMetric(model, pool)   # same model weights and pool on every rank
+        path = traverse(model, objective, metric, solver, eta=..., max_steps=...,
+                        directory=f"runs/x/rank{rank}",   # or only on rank 0 (no resume elsewhere)
+                        callbacks=callbacks if rank == 0 else [])
 
 Every rank ends with the same weights; let rank 0 log and save.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -57,16 +59,26 @@ from torch import Tensor, nn
 from geodesic.core.metric import FunctionalMetric, LocalMetric
 
 
-def init(backend: str | None = None) -> tuple[int, int]:
+@contextmanager
+def process_group(backend: str | None = None) -> Iterator[tuple[int, int]]:
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE,
-    MASTER_ADDR, ...) unless already joined; NCCL when CUDA is present, gloo otherwise. On CUDA
-    each process takes the GPU ``LOCAL_RANK``. Returns (rank, world size)."""
-    if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
-    return dist.get_rank(), dist.get_world_size()
+    MASTER_ADDR, ...) for the block, yielding (rank, world size); NCCL when CUDA is present, gloo
+    otherwise. On CUDA each process takes the GPU ``LOCAL_RANK``. On leaving, every rank waits for
+    the others and the group is destroyed: a rank that exits while another still uses the group
+    aborts it ("terminate called without an active exception"). Inside a group joined elsewhere,
+    it yields that group's rank and size and leaves the group alone."""
+    if dist.is_initialized():
+        yield dist.get_rank(), dist.get_world_size()
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def all_sum(tensor: Tensor, group=None) -> Tensor:

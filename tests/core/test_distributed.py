@@ -111,11 +111,11 @@ def test_torchrun_launch(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, torch
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-        from geodesic.core.distributed import DistributedMetric, init
+        from geodesic.core.distributed import DistributedMetric, process_group
         from tests.core.test_distributed import walk
-        rank, world = init()
-        weights, _ = walk(DistributedMetric, "cg", 16)
-        torch.save(weights, {str(tmp_path)!r} + f"/w{{rank}}.pt")
+        with process_group() as (rank, world):
+            weights, _ = walk(DistributedMetric, "cg", 16)
+            torch.save(weights, {str(tmp_path)!r} + f"/w{{rank}}.pt")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
