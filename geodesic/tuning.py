@@ -81,7 +81,7 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
     },
     "continual": {
         "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),
-                     IntRange("cg_iters", 3, 10)],
+                     IntRange("cg_iters", 3, 10), Choice("task_inputs", (0, 10, 20, 40))],
         "finetune": [LogRange("finetune_lr", 1e-3, 0.3)],
         "ewc": [LogRange("ewc_lr", 1e-3, 0.3), LogRange("ewc_lambda", 1.0, 1e6)],
         "si": [LogRange("si_lr", 1e-3, 0.3), LogRange("si_c", 0.01, 1e3)],

@@ -54,7 +54,8 @@ def test_connect_networks_walks_to_the_target_weights():
     assert sum(r["step_norm"] for r in path.records) >= float((end - start).norm()) * 0.99
 
 
-def test_learn_new_task_learns_it_and_keeps_the_memory_outputs_better_than_sgd():
+@pytest.mark.parametrize("task_inputs", [0, 20])
+def test_learn_new_task_learns_it_and_keeps_the_memory_outputs_better_than_sgd(task_inputs):
     torch.manual_seed(0)
     old_x, new_x = torch.randn(256, 6), torch.randn(512, 6) + 2.0
     new_y = (new_x[:, 0] > 2.0).long() + 1
@@ -74,7 +75,7 @@ def test_learn_new_task_learns_it_and_keeps_the_memory_outputs_better_than_sgd()
         nn.functional.cross_entropy(sgd(new_x[b]), new_y[b]).backward()
         opt.step()
     path = geodesic.learn_new_task(net, (new_x, new_y), old_x, budget=budget, eta=0.3,
-                                   anchor=1.0)
+                                   anchor=1.0, task_inputs=task_inputs)
     assert path.records[-1]["evals"] <= budget
     assert task_loss(net) < 0.7 * task_loss(start)
     with torch.no_grad():

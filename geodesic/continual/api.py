@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from geodesic.common.data import examples_from
-from geodesic.continual.objective import LearnTask, MemoryMetric
-from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches
+from geodesic.continual.objective import LearnTask, task_metric
+from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, per_class_sample
 from geodesic.continual.settings import ContinualSettings
 from geodesic.core.objectives import anchored
 from geodesic.core.path import Path
@@ -26,7 +26,8 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
     pairs; ``val`` enables early stopping); ``memory`` is inputs of the earlier tasks. Every
     output is kept and learned (a shared head, class-incremental). ``settings`` are keys of
     the ``continual`` section of params.yaml (``budget``: evaluations spent, ``anchor``,
-    ``eta``, ...), checked before any compute. Returns the path."""
+    ``eta``, ``task_inputs``: inputs of ``task`` per class in the metric too, ...), checked
+    before any compute. Returns the path."""
     s: ContinualSettings = parse_section(ContinualSettings, settings, "continual")
     device = next(model.parameters()).device
     new = examples_from(task)
@@ -35,9 +36,12 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
     with torch.no_grad(), eval_mode(model):
         outputs = model(held.x[:1].to(device)).shape[-1]
     every = torch.ones(outputs, dtype=torch.bool, device=device)
-    kept = Memory(held.x.to(device), held.y.to(device), every.expand(len(held), -1))
-    metric = MemoryMetric(model, kept, s.output, s.metric_batch, seed=s.seed,
-                          **s.metric_options())
+    kept = Memory(held.x, held.y, every.cpu().expand(len(held), -1))
+    classes = new.y.unique().tolist()
+    own = per_class_sample(new, classes, every.cpu(), s.task_inputs, s.seed) \
+        if s.task_inputs else None
+    metric = task_metric(model, kept, own, s.output, s.metric_batch, s.seed,
+                         **s.metric_options())
     objective = LearnTask(metric, TaskBatches(new, s.batch_size, s.seed), every, check,
                           EarlyStop(s.stop_every, s.patience), s.budget)
     return walk(model, anchored(objective, s.anchor), metric, s, directory=directory, name="learn_new_task")

@@ -8,6 +8,9 @@ task's outputs, z_i(w) = mask_{task(i)}(f(x_i; w)):
 
     g(w) = (1/|B|) sum_{i in B} J_i^T H J_i,     J_i = d z_i / dw.
 
+With ``task_inputs`` the pool also holds some of the new task's own inputs (judged on its
+outputs; not held by the anchor), adding their J^T H J to g.
+
 Task-IL masks the other tasks' logits to a constant, so those rows of J_i vanish: the path may
 freely change what task-IL predictions of earlier tasks do not read (among them the new task's
 classes on old inputs), and keeps what they do read. Class-IL keeps every output.
@@ -29,7 +32,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value
 
 from geodesic.common.data import Split
-from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, masked_logits, task_loss
+from geodesic.continual.protocol import (EarlyStop, Memory, TaskBatches, join, masked_logits,
+                                         task_loss)
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import Objective
 from geodesic.core.space import eval_mode
@@ -49,6 +53,17 @@ class MemoryMetric(FunctionalMetric):
 
     def function(self, w: Tensor, index: Tensor) -> Tensor:
         return masked_logits(super().function(w, self.memory.x[index]), self.memory.masks[index])
+
+
+def task_metric(model: nn.Module, memory: Memory, new: Memory | None, output: str,
+                batch_size: int | None, seed: int, **options) -> MemoryMetric:
+    """The metric of one task's walk: on the memory, whose outputs the anchor holds, and on
+    ``new`` (some of the new task's inputs; None: none), which g measures and nothing holds."""
+    device = next(model.parameters()).device
+    pool = memory if new is None else join(memory, new)
+    held = torch.arange(len(pool)) < len(memory)
+    pool = Memory(pool.x.to(device), pool.y.to(device), pool.masks.to(device))
+    return MemoryMetric(model, pool, output, batch_size, seed=seed, held=held, **options)
 
 
 class LearnTask(Objective):

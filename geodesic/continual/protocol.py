@@ -139,13 +139,19 @@ class Memory:
 
 def task_memory(task: Task, mask: Tensor, per_class: int, seed: int) -> Memory:
     """``per_class`` training examples of each of the task's classes, drawn with ``seed``."""
+    return per_class_sample(task.train, task.classes, mask, per_class, seed)
+
+
+def per_class_sample(split: Split, classes, mask: Tensor, per_class: int, seed: int) -> Memory:
+    """``per_class`` examples of ``split`` of each class in ``classes``, drawn with ``seed``,
+    each judged on ``mask``."""
     generator = torch.Generator().manual_seed(seed)
     picked = []
-    for c in task.classes:
-        members = (task.train.y == c).nonzero().flatten()
+    for c in classes:
+        members = (split.y == c).nonzero().flatten()
         picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     index = torch.cat(picked).sort().values
-    return Memory(task.train.x[index], task.train.y[index], mask.expand(len(index), -1).clone())
+    return Memory(split.x[index], split.y[index], mask.expand(len(index), -1).clone())
 
 
 def join(a: Memory, b: Memory) -> Memory:

@@ -14,6 +14,10 @@ Learners (registry ``METHODS``, built from the ``continual`` settings):
     geodesic   ``GeodesicLearner``: the traversal with ``LearnTask`` (+ alpha ``Anchor``) on the
                ``MemoryMetric``. With an empty memory (the first task) there is nothing to keep
                and the task is learned by the plain template, as fine-tuning learns it.
+               With ``task_inputs`` > 0 the metric's pool also holds that many of the new task's
+               training inputs per class (``held`` False: the anchor does not pull them back),
+               so g measures the change of the new task's outputs too and each step is damped
+               where the new task's loss curves, not only where the memory's outputs move.
     finetune, ewc, si, lwf, replay   the baseline template with that method's plugins.
 
 Callbacks see the steps of all tasks on one step axis (``Shifted``), one record per
@@ -33,7 +37,7 @@ from torch import nn
 
 from geodesic.common.evaluate import AccuracyCallback
 from geodesic.continual.baselines import BASELINES, Template
-from geodesic.continual.objective import LearnTask, MemoryMetric
+from geodesic.continual.objective import LearnTask, task_metric
 from geodesic.continual.protocol import (EarlyStop, MaskedModel, Memory, TaskBatches, empty_memory,
                                          join, output_mask, task_memory, task_scores)
 from geodesic.continual.tasks import Task, class_split, permuted
@@ -55,10 +59,10 @@ class GeodesicLearner:
               seed: int, callbacks=(), directory=None) -> tuple[int, int]:
         if len(memory) == 0:
             return self.first.learn(model, t, tasks, masks, memory, seed, callbacks, directory)
-        s, device = self.s, next(model.parameters()).device
-        memory = Memory(memory.x.to(device), memory.y.to(device), memory.masks.to(device))
-        metric = MemoryMetric(model, memory, s.output, s.metric_batch, seed=seed,
-                              **s.metric_options())
+        s = self.s
+        new = task_memory(tasks[t], masks[t], s.task_inputs, seed) if s.task_inputs else None
+        metric = task_metric(model, memory, new, s.output, s.metric_batch, seed,
+                             **s.metric_options())
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
                               tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget)
         objective = anchored(objective, s.anchor)

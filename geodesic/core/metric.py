@@ -59,7 +59,9 @@ class FunctionalMetric:
     with the metric's own generator (its state is part of ``state_dict``, so a resumed traversal
     draws the same batches). ``reference`` weights w0 (default: the model's weights when the
     metric is built) fix the outputs z0 = f(x; w0) against which
-    ``LocalMetric.distance_gradient`` measures the output distance. ``fast`` selects the
+    ``LocalMetric.distance_gradient`` measures the output distance; ``held`` (bool, one per pool
+    row; default all) marks the rows whose outputs that distance counts: the others shape g (the
+    steps measure their change) but nothing pulls them back. ``fast`` selects the
     per-layer products when the model is a supported chain (``self.chain`` is then not None);
     ``amp`` enables CUDA autocast for the forward passes (see the module docstring);
     ``compile`` runs the fast path's tangent recursion under ``torch.compile`` (compiled once
@@ -68,8 +70,13 @@ class FunctionalMetric:
 
     def __init__(self, model: nn.Module, inputs: Tensor, output: str = "logits",
                  batch_size: int | None = None, reference: Tensor | None = None, seed: int = 0,
-                 *, fast: bool = True, amp: bool = False, compile: bool = False):
+                 *, held: Tensor | None = None, fast: bool = True, amp: bool = False,
+                 compile: bool = False):
+        if held is not None and held.shape != (len(inputs),):
+            raise ValueError(f"held has shape {tuple(held.shape)}: one flag per pool row "
+                             f"({len(inputs)},)")
         self.model, self.inputs, self.output = model, inputs, output
+        self.held = None if held is None or bool(held.all()) else held.to(inputs.device)
         self.operator = OUTPUT_KINDS.get(output)
         self.space = ParameterSpace(model)
         self.buffers = {n: b for n, b in model.named_buffers()}
@@ -268,14 +275,19 @@ class LocalMetric:
         return quad
 
     def distance_gradient(self) -> Tensor:
-        """grad_w D(w), D = mean over the batch of the output distance to f(x; w0)."""
+        """grad_w D(w), D = (1/|B|) sum_{x in B} h_x d(f(x; w), f(x; w0)): the mean output
+        distance to the reference over the batch, h_x = 0 on the pool rows the metric does not
+        hold (``FunctionalMetric(held=...)``) and 1 elsewhere."""
         if self.rows is not None:
             z0 = self.metric.reference_outputs(self.rows)
         else:
             with torch.no_grad():
                 z0 = self.metric.function(self.metric.reference, self.x)
         self.metric.evals += 1
-        return self.pullback(output_distance_gradient(self.metric.output, self.z, z0))
+        u = output_distance_gradient(self.metric.output, self.z, z0)
+        if self.metric.held is not None and self.rows is not None:
+            u = u * self.metric.held[self.rows].unsqueeze(-1).to(u.dtype)
+        return self.pullback(u)
 
 
 def functional_length(local: LocalMetric, theta: Tensor) -> float:

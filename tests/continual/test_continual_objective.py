@@ -8,7 +8,7 @@ import torch
 from geodesic.common.data import Split
 from geodesic.common.models import build_model
 from geodesic.continual.baselines import Template
-from geodesic.continual.objective import LearnTask, MemoryMetric
+from geodesic.continual.objective import LearnTask, MemoryMetric, task_metric
 from geodesic.continual.protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
                                          output_mask, task_memory)
 from geodesic.continual.settings import ContinualSettings
@@ -30,6 +30,11 @@ def first_task_network(tasks, scenario="task-il", width=32):
                                    patience=0)).learn(
         model, 0, tasks, masks, empty_memory(tasks[0].train, 10), seed=0)
     return model, masks
+
+
+def double(tasks):
+    return [dataclasses.replace(t, **{part: Split(getattr(t, part).x.double(), getattr(t, part).y)
+                                      for part in ("train", "val", "test")}) for t in tasks]
 
 
 def objective(metric, tasks, masks, budget=10**6, patience=0, t=1):
@@ -59,13 +64,45 @@ def test_memory_metric_scores_each_input_on_its_own_task(tasks):
     assert torch.equal(z, masked_logits(model(memory.x), masks[0]))
 
 
+def test_new_task_inputs_shape_g_but_the_anchor_holds_only_the_memory(tasks, float64):
+    """task_metric(memory, new): g = (1/|B|) sum over every row of J^T J, while
+    D = (1/|B|) sum over the memory rows of 1/2 ||z - z0||^2 (dense autograd, exact)."""
+    tasks = double(tasks)
+    model, masks = first_task_network(tasks, scenario="class-il")
+    memory = task_memory(tasks[0], masks[0], 3, seed=0)
+    new = task_memory(tasks[1], masks[1], 2, seed=1)
+    metric = task_metric(model, memory, new, "logits", None, seed=0)
+    assert len(metric.inputs) == len(memory) + len(new)
+    w0 = metric.space.get(model)
+    w = w0 + 0.05 * torch.randn_like(w0)
+    rows = torch.arange(len(metric.inputs))
+    held = rows < len(memory)
+
+    def distance(v):
+        d = 0.5 * (metric.function(v, rows) - metric.function(w0, rows)).pow(2).sum(-1)
+        return (d * held).sum() / len(rows)
+
+    expected = torch.autograd.functional.jacobian(distance, w)
+    local = metric.at(w)
+    assert torch.allclose(local.distance_gradient(), expected, rtol=1e-9, atol=1e-12)
+    theta = torch.randn_like(w)
+    assert torch.allclose(local.mvp(theta), metric.dense(w) @ theta, rtol=1e-9, atol=1e-12)
+    memory_only = MemoryMetric(model, memory).dense(w)
+    assert not torch.allclose(metric.dense(w), memory_only * len(memory) / len(rows))
+
+
+def test_held_must_flag_every_pool_row(tasks):
+    model, masks = first_task_network(tasks)
+    memory = task_memory(tasks[0], masks[0], 3, seed=0)
+    with pytest.raises(ValueError, match=r"held has shape \(5,\): one flag per pool row \(6,\)"):
+        MemoryMetric(model, memory, held=torch.ones(5, dtype=torch.bool))
+
+
 def test_a_small_task_il_step_keeps_the_earlier_outputs_to_first_order(tasks, float64):
     """The natural-gradient step (g + lambda I)^-1 v, rescaled to eta, lies in the null space
     of the memory's Jacobian up to lambda: the output change is second order in eta, where the
     plain gradient step of the same length changes the outputs to first order."""
-    tasks = [dataclasses.replace(t, **{part: Split(getattr(t, part).x.double(),
-                                                   getattr(t, part).y)
-                                       for part in ("train", "val", "test")}) for t in tasks]
+    tasks = double(tasks)
     memory = task_memory(tasks[0], output_mask("task-il", tasks[0], 10), 5, seed=0)
     solver = ConjugateGradient(iters=30, damping=1e-6, mode="rescale")
 
@@ -137,3 +174,20 @@ def test_a_killed_traversal_resumes_like_an_uninterrupted_one(tasks, tmp_path):
     assert torch.equal(resumed.weights, full.weights)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
     assert strip(resumed.records) == strip(full.records)
+
+
+def test_the_learner_puts_new_task_inputs_in_its_metric_only_when_asked(tasks):
+    from geodesic.continual.run import METHODS, run_sequence
+
+    def run(task_inputs):
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 8, 8), 10, (32,))
+        s = ContinualSettings(eta=0.5, anchor=1.0, budget=40, task_inputs=task_inputs,
+                              patience=0, metric_batch=64, cg_iters=4)
+        return run_sequence(METHODS.get("geodesic")(s), model, tasks[:2], "class-il", 10,
+                            per_class=5, seed=0)
+
+    plain, damped = run(0), run(10)
+    assert plain.matrix[0] == damped.matrix[0]  # the first task: the plain template, as before
+    assert max(plain.evals[1], damped.evals[1]) <= 40
+    assert plain.matrix[1] != damped.matrix[1]
