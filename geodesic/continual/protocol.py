@@ -137,19 +137,23 @@ class Memory:
         return len(self.y)
 
 
-def task_memory(task: Task, mask: Tensor, per_class: int, seed: int) -> Memory:
-    """``per_class`` training examples of each of the task's classes, drawn with ``seed``."""
-    return per_class_sample(task.train, task.classes, mask, per_class, seed)
+def task_memory(task: Task, mask: Tensor, per_class: int, seed: int, skip: int = 0) -> Memory:
+    """``per_class`` training examples of each of the task's classes, drawn with ``seed``;
+    ``skip`` passes over the first ones of that draw (the same seed with ``skip`` = the
+    memory's ``per_class`` gives examples disjoint from the memory's)."""
+    return per_class_sample(task.train, task.classes, mask, per_class, seed, skip)
 
 
-def per_class_sample(split: Split, classes, mask: Tensor, per_class: int, seed: int) -> Memory:
-    """``per_class`` examples of ``split`` of each class in ``classes``, drawn with ``seed``,
-    each judged on ``mask``."""
+def per_class_sample(split: Split, classes, mask: Tensor, per_class: int, seed: int,
+                     skip: int = 0) -> Memory:
+    """Examples ``skip`` to ``skip + per_class`` of a seeded random order of each class in
+    ``classes`` among ``split``'s, each judged on ``mask``."""
     generator = torch.Generator().manual_seed(seed)
     picked = []
     for c in classes:
         members = (split.y == c).nonzero().flatten()
-        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+        order = torch.randperm(len(members), generator=generator)
+        picked.append(members[order[skip:skip + per_class]])
     index = torch.cat(picked).sort().values
     return Memory(split.x[index], split.y[index], mask.expand(len(index), -1).clone())
 

@@ -15,8 +15,8 @@ Learners (registry ``METHODS``, built from the ``continual`` settings):
                ``MemoryMetric``. With an empty memory (the first task) there is nothing to keep
                and the task is learned by the plain template, as fine-tuning learns it.
                With ``task_inputs`` > 0 the metric's pool also holds that many of the new task's
-               training inputs per class (``held`` False: the anchor does not pull them back),
-               so g measures the change of the new task's outputs too and each step is damped
+               training inputs per class (``held`` False: the anchor does not pull them back;
+               none of those the memory keeps of the task afterwards), so g measures the change of the new task's outputs too and each step is damped
                where the new task's loss curves, not only where the memory's outputs move.
     finetune, ewc, si, lwf, replay   the baseline template with that method's plugins.
 
@@ -60,7 +60,8 @@ class GeodesicLearner:
         if len(memory) == 0:
             return self.first.learn(model, t, tasks, masks, memory, seed, callbacks, directory)
         s = self.s
-        new = task_memory(tasks[t], masks[t], s.task_inputs, seed) if s.task_inputs else None
+        new = task_memory(tasks[t], masks[t], s.task_inputs, seed, skip=s.memory_per_class) \
+            if s.task_inputs else None  # not the examples the memory will keep of this task
         metric = task_metric(model, memory, new, s.output, s.metric_batch, seed,
                              **s.metric_options())
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],

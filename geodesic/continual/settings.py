@@ -41,7 +41,8 @@ class ContinualSettings(GeodesicSettings):
     task_inputs: int = setting(0, "geodesic: training inputs per class of the new task added to "
                                "the metric's pool (labels unused): steps then also measure the "
                                "change of the new task's outputs, which the anchor does not "
-                               "hold; 0: the memory alone, as in the paper", low=0)
+                               "hold; never those the memory keeps; 0: the memory alone, as "
+                               "in the paper", low=0)
     lr: float = setting(0.01, "SGD learning rate of the first task (the same for every "
                         "method: nothing is remembered yet)", low=0.0, low_open=True)
     finetune_lr: float = setting(0.01, "finetune: SGD learning rate of the later tasks",

@@ -191,3 +191,14 @@ def test_the_learner_puts_new_task_inputs_in_its_metric_only_when_asked(tasks):
     assert plain.matrix[0] == damped.matrix[0]  # the first task: the plain template, as before
     assert max(plain.evals[1], damped.evals[1]) <= 40
     assert plain.matrix[1] != damped.matrix[1]
+
+
+def test_skipping_the_memory_s_draw_gives_disjoint_examples(tasks):
+    mask = torch.ones(10, dtype=torch.bool)
+    kept = task_memory(tasks[1], mask, 5, seed=3)
+    other = task_memory(tasks[1], mask, 5, seed=3, skip=5)
+    both = task_memory(tasks[1], mask, 10, seed=3)
+    assert len(other) == len(kept) == 10  # two classes
+    assert not (kept.x[:, None] == other.x[None]).flatten(2).all(-1).any()
+    rows = lambda m: {tuple(x.flatten().tolist()) for x in m.x}
+    assert rows(kept) | rows(other) == rows(both)
