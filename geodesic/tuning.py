@@ -9,7 +9,7 @@ score (higher is better):
 
     sparsify   mean validation accuracy over the levels >= 0.9 (all levels if none is)
     continual  validation ACC (mean accuracy over all tasks after the last), averaged over the
-               scenarios
+               scenarios and over ``inputs.sequences`` sequence seeds (s.seed, s.seed + 1, ...)
     connect    minimum validation accuracy along the path (BatchNorm recomputed at each point)
     hybrid     validation accuracy over all tasks (earlier and new), averaged over the levels
 
@@ -136,6 +136,7 @@ class TuningInputs:
     models: dict[int, nn.Module]
     device: Any = "cpu"  # torch.device of the base networks
     budgets: dict[str, float] = field(default_factory=dict)  # the geodesic's, per level
+    sequences: int = 1  # continual: task sequences (seeds) each trial is scored on
 
 
 @dataclass
@@ -183,23 +184,27 @@ def _continual(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
     import torch
 
     data, p = inputs.data, inputs.params
-    tasks = BENCHMARKS.get(s.benchmark)(data, s.n_tasks, s.seed)
-    scores, evals, seconds = {}, 0.0, 0.0
-    for i, scenario in enumerate(s.scenarios):
-        torch.manual_seed(s.seed)
-        model = build_model(p.model.name, data.in_shape, data.num_classes,
-                            p.model.widths).to(inputs.device)
+    scores: dict[str, list[float]] = {scenario: [] for scenario in s.scenarios}
+    evals, seconds, step = 0.0, 0.0, 0
+    for seed in range(s.seed, s.seed + inputs.sequences):
+        tasks = BENCHMARKS.get(s.benchmark)(data, s.n_tasks, seed)
+        for scenario in s.scenarios:
+            torch.manual_seed(seed)
+            model = build_model(p.model.name, data.in_shape, data.num_classes,
+                                p.model.widths).to(inputs.device)
 
-        def on_task(t: int, result, i=i) -> None:
-            report(i * len(tasks) + t, statistics.fmean(result.val_matrix[-1][: t + 1]))
+            def on_task(t: int, result, first=step) -> None:
+                report(first + t, statistics.fmean(result.val_matrix[-1][: t + 1]))
 
-        result = run_sequence(METHODS.get(method)(s), model, tasks, scenario, data.num_classes,
-                              per_class=s.memory_per_class, seed=s.seed,
-                              eval_every=s.eval_every, on_task=on_task)
-        scores[scenario] = average_accuracy(result.val_matrix)
-        evals += sum(result.evals)
-        seconds += sum(result.seconds)
-    return Outcome(statistics.fmean(scores.values()), evals, seconds, scores)
+            result = run_sequence(METHODS.get(method)(replace(s, seed=seed)), model, tasks,
+                                  scenario, data.num_classes, per_class=s.memory_per_class,
+                                  seed=seed, eval_every=s.eval_every, on_task=on_task)
+            scores[scenario].append(average_accuracy(result.val_matrix))
+            evals += sum(result.evals) / inputs.sequences
+            seconds += sum(result.seconds) / inputs.sequences
+            step += len(tasks)
+    means = {scenario: statistics.fmean(v) for scenario, v in scores.items()}
+    return Outcome(statistics.fmean(means.values()), evals, seconds, means)
 
 
 class RunningMinimum(Callback):

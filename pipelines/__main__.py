@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.tune import check_request, tune
             from geodesic.params import load_params
             check_request(args.application, load_params(Path(project) / "params.yaml"),
-                          args.methods, args.trials)  # before Prefect starts
+                          args.methods, args.trials, args.sequences)  # before Prefect starts
             result = tune(project=project, application=args.application, trials=args.trials,
-                          methods=args.methods, seed=args.seed)
+                          methods=args.methods, seed=args.seed, sequences=args.sequences)
             _print({m: r["best"] for m, r in result["methods"].items()})
         elif args.command == "results":
             from pipelines.results import check_request, preset_overrides, results

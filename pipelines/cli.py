@@ -118,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     tune.add_argument("--method", dest="methods", action="append", metavar="NAME",
                       help="tune only this method (repeatable; default: every method)")
     tune.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    tune.add_argument("--sequences", type=int, default=1,
+                      help="continual: score each trial on the mean validation ACC over this "
+                      "many task sequences (seeds continual.seed, +1, ...; default 1)")
 
     results = sub.add_parser("results", help="an application's table over seeds on a preset",
                              description="Run the application once per seed as DVC experiment "

@@ -50,12 +50,15 @@ def sample(trial, dim) -> float | int:
 
 
 def check_request(application: str, params: Params, methods: list[str] | None,
-                  trials: int) -> list[str]:
+                  trials: int, sequences: int = 1) -> list[str]:
     """The methods to tune; bad input is refused before anything runs."""
     if application not in APPLICATIONS:
         raise ParamsError("application", application, f"one of {', '.join(APPLICATIONS)}")
     if trials < 1:
         raise ParamsError("--trials", trials, ">= 1")
+    if sequences < 1 or (sequences > 1 and application != "continual"):
+        raise ParamsError("--sequences", sequences, ">= 1, and 1 unless the application is "
+                          "continual (the others score one base network or pair)")
     known = methods_of(application, getattr(params, application))
     for m in methods or []:
         if m not in known:
@@ -73,7 +76,7 @@ def base_seeds(params: Params, application: str) -> list[int]:
         [settings.seed] if application == "sparsify" else [])
 
 
-def study_folder(root: Path, params: Params, application: str) -> Path:
+def study_folder(root: Path, params: Params, application: str, sequences: int = 1) -> Path:
     """``tuning/<preset>/<key>``: the key hashes the content of the data and base networks the
     trials start from and the application's settings that no search space varies, so a
     tuning resumes only the same problem (changed data, networks or fixed settings start
@@ -90,11 +93,14 @@ def study_folder(root: Path, params: Params, application: str) -> Path:
                                       for s in base_seeds(params, application))]
     if application == "hybrid":  # its base network is trained with the train section
         fixed["train"] = to_dict(params.train)
+    if sequences > 1:
+        fixed["sequences"] = sequences
     key = json.dumps(fixed, sort_keys=True) + content_hash(*files)
     return root / "tuning" / params.preset.name / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def load_inputs(root: Path, params: Params, application: str) -> TuningInputs:
+def load_inputs(root: Path, params: Params, application: str,
+                sequences: int = 1) -> TuningInputs:
     from stages.common import DATASET, load_base_model
 
     settings = getattr(params, application)
@@ -102,13 +108,14 @@ def load_inputs(root: Path, params: Params, application: str) -> TuningInputs:
     seeds = base_seeds(params, application)
     data = validation_only(load_saved(root / DATASET))
     models = {seed: load_base_model(params, data, seed, device) for seed in seeds}
-    return TuningInputs(params, data, models, device)
+    return TuningInputs(params, data, models, device, sequences=sequences)
 
 
 class Tuner:
     """The studies of one application, run one method after the other."""
 
-    def __init__(self, root: Path, params: Params, application: str, trials: int, seed: int):
+    def __init__(self, root: Path, params: Params, application: str, trials: int, seed: int,
+                 sequences: int = 1):
         import optuna
 
         self.root, self.params, self.application = root, params, application
@@ -118,11 +125,11 @@ class Tuner:
         if getattr(self.base, "cpu_threads", 0):
             import torch
             torch.set_num_threads(self.base.cpu_threads)
-        folder = study_folder(root, params, application)
+        folder = study_folder(root, params, application, sequences)
         log.info("tune %s: studies in %s", application, folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.storage = f"sqlite:///{folder / application}.db"
-        self.inputs = load_inputs(root, params, application)
+        self.inputs = load_inputs(root, params, application, sequences)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def study(self, method: str):
@@ -260,17 +267,20 @@ def write_tuned(root: Path, preset: str, application: str, chosen: dict[str, dic
 
 
 def tune_application(project: str | Path, application: str, trials: int = 20,
-                     methods: list[str] | None = None, seed: int = 0) -> dict:
+                     methods: list[str] | None = None, seed: int = 0,
+                     sequences: int = 1) -> dict:
     """Tune every method of ``application`` in the project at ``project`` (which needs the
-    outputs of ``dvc repro train``); returns the report's content."""
+    outputs of ``dvc repro train``); continual trials are scored on ``sequences`` task
+    sequences (seeds continual.seed, +1, ...). Returns the report's content."""
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
-    chosen_methods = check_request(application, params, methods, trials)
+    chosen_methods = check_request(application, params, methods, trials, sequences)
     tracking.configure(params.tracking)
-    tuner = Tuner(root, params, application, trials, seed)
+    tuner = Tuner(root, params, application, trials, seed, sequences)
     results = {}
     with tracking.stage_run(f"tune-{application}", {"application": application,
                                                     "trials": trials, "seed": seed,
+                                                    "sequences": sequences,
                                                     "preset": params.preset.name},
                             experiment="tune"):
         for method in chosen_methods:
@@ -278,7 +288,7 @@ def tune_application(project: str | Path, application: str, trials: int = 20,
                 results[method] = tuner.run(method)
                 tracking.log_metrics({"best_val_score": results[method]["best"]["score"]})
         doc = {"application": application, "preset": params.preset.name, "trials": trials,
-               "seed": seed, "methods": results}
+               "seed": seed, "sequences": sequences, "methods": results}
         conf = write_tuned(root, params.preset.name, application,
                            {m: r["best"]["values"] for m, r in results.items()})
         for file in write_report(root / "results" / params.preset.name / "tuning", doc):
@@ -290,5 +300,5 @@ def tune_application(project: str | Path, application: str, trials: int = 20,
 @flow(name="tune", description="Choose every method's hyperparameters of one application on "
       "the validation split (Optuna, equal trials per method).")
 def tune(project: str = ".", application: str = "sparsify", trials: int = 20,
-         methods: list[str] | None = None, seed: int = 0) -> dict:
-    return tune_application(project, application, trials, methods, seed)
+         methods: list[str] | None = None, seed: int = 0, sequences: int = 1) -> dict:
+    return tune_application(project, application, trials, methods, seed, sequences)

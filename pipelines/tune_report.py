@@ -26,7 +26,9 @@ def _space(space: list[dict]) -> str:
 def markdown(doc: dict) -> str:
     lines = [f"# Tuning `{doc['application']}` on `{doc['preset']}`", "",
              f"Optuna TPE (seed {doc['seed']}), median pruning, {doc['trials']} trials per "
-             "method with hyperparameters; scores on the validation split only.", "",
+             "method with hyperparameters; scores on the validation split only"
+             + (f", each the mean over {doc['sequences']} task sequences"
+                if doc.get("sequences", 1) > 1 else "") + ".", "",
              "| method | search space | trials (complete / pruned / failed) | chosen values | "
              "validation score | evaluations | seconds |", "|---|---|---|---|---|---|---|"]
     for method, r in doc["methods"].items():

@@ -161,6 +161,22 @@ def test_every_application_scores_a_trial_on_validation(project, application, me
         assert [s for s, _ in steps] == sorted(s for s, _ in steps)
 
 
+def test_continual_trials_average_the_task_sequences(project):
+    """sequences=2 scores the mean of the trials on sequence seeds s.seed and s.seed + 1."""
+    import dataclasses
+    params = load_params(project / "params.yaml")
+    data = validation_only(load_saved(project / DATASET))
+    s = dataclasses.replace(params.continual, scenarios=["task-il"], budget=40)
+    single = [run_trial("continual", "ewc", dataclasses.replace(s, seed=k),
+                        TuningInputs(params, data, {})) for k in (0, 1)]
+    steps = []
+    both = run_trial("continual", "ewc", s, TuningInputs(params, data, {}, sequences=2),
+                     lambda step, value: steps.append(step))
+    assert both.score == pytest.approx((single[0].score + single[1].score) / 2, abs=1e-12)
+    assert single[0].score != single[1].score
+    assert steps == list(range(2 * s.n_tasks))
+
+
 def test_aligned_methods_are_tuned_on_their_own_keys(project):
     params = load_params(project / "params.yaml")
     from geodesic.tuning import methods_of
@@ -183,6 +199,8 @@ def test_studies_are_keyed_by_the_data_networks_and_fixed_settings(project, tmp_
     assert study_folder(root, tuned, "sparsify") == before
     tuned.sparsify.levels = [0.5, 0.8]  # a fixed setting: another problem
     assert study_folder(root, tuned, "sparsify") != before
+    assert study_folder(root, params, "continual", sequences=3) != study_folder(
+        root, params, "continual")  # scored on more sequences: another problem
     copy_project(root, tmp_path / "g", garbage_test=True)
     assert study_folder(tmp_path / "g", params, "sparsify") != before  # other data
 
@@ -194,6 +212,10 @@ def test_bad_requests_are_refused_before_anything_runs(project):
         with pytest.raises(ParamsError) as err:
             check_request(args[0], params, args[1], args[2])
         assert err.value.key == key
+    for application, sequences in [("sparsify", 2), ("continual", 0)]:
+        with pytest.raises(ParamsError, match="--sequences"):
+            check_request(application, params, None, 5, sequences)
+    assert check_request("continual", params, None, 5, 3)
     assert check_request("sparsify", params, ["magnitude_finetune", "geodesic"], 5) == [
         "geodesic", "magnitude_finetune"]
 
