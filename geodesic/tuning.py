@@ -81,7 +81,10 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
     },
     "continual": {
         "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),
-                     IntRange("cg_iters", 3, 10), Choice("task_inputs", (0, 10, 20, 40))],
+                     IntRange("cg_iters", 3, 10)],
+        "geodesic_task_inputs": [LogRange("task_inputs_eta", 0.1, 5.0),
+                                 LogRange("task_inputs_anchor", 0.1, 10.0),
+                                 IntRange("task_inputs_cg_iters", 3, 10)],
         "finetune": [LogRange("finetune_lr", 1e-3, 0.3)],
         "ewc": [LogRange("ewc_lr", 1e-3, 0.3), LogRange("ewc_lambda", 1.0, 1e6)],
         "si": [LogRange("si_lr", 1e-3, 0.3), LogRange("si_c", 0.01, 1e3)],
@@ -116,7 +119,7 @@ def methods_of(application: str, settings) -> list[str]:
     if application in ("sparsify", "hybrid"):
         return list(settings.methods)
     if application == "continual":
-        return ["geodesic", *settings.baselines]
+        return [*settings.geodesics, *settings.baselines]
     return [*settings.geodesics, *settings.baselines]
 
 

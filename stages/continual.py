@@ -70,7 +70,7 @@ def continual_stage(params: Params) -> None:
         for scenario in c.scenarios:
             doc["scenarios"][scenario] = {"methods": {
                 name: run_method(params, data, tasks, scenario, name, folder, device)
-                for name in ["geodesic", *c.baselines]}}
+                for name in [*c.geodesics, *c.baselines]}}
         publish(folder, PATHS / "continual")
         write_metrics("continual", doc)
         write_csv(matrix_rows(doc), PLOTS / "continual_matrix.csv")

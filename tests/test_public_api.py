@@ -74,8 +74,9 @@ def test_learn_new_task_learns_it_and_keeps_the_memory_outputs_better_than_sgd(t
         opt.zero_grad()
         nn.functional.cross_entropy(sgd(new_x[b]), new_y[b]).backward()
         opt.step()
+    extra = {"task_inputs": task_inputs} if task_inputs else {}
     path = geodesic.learn_new_task(net, (new_x, new_y), old_x, budget=budget, eta=0.3,
-                                   anchor=1.0, task_inputs=task_inputs)
+                                   anchor=1.0, **extra)
     assert path.records[-1]["evals"] <= budget
     assert task_loss(net) < 0.7 * task_loss(start)
     with torch.no_grad():

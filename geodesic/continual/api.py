@@ -26,8 +26,9 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
     pairs; ``val`` enables early stopping); ``memory`` is inputs of the earlier tasks. Every
     output is kept and learned (a shared head, class-incremental). ``settings`` are keys of
     the ``continual`` section of params.yaml (``budget``: evaluations spent, ``anchor``,
-    ``eta``, ``task_inputs``: inputs of ``task`` per class in the metric too, ...), checked
-    before any compute. Returns the path."""
+    ``eta``, ``task_inputs``: that many inputs of ``task`` per class in the metric too, as
+    geodesic_task_inputs does; unset: the memory alone), checked before any compute. Returns the
+    path."""
     s: ContinualSettings = parse_section(ContinualSettings, settings, "continual")
     device = next(model.parameters()).device
     new = examples_from(task)
@@ -39,7 +40,7 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
     kept = Memory(held.x, held.y, every.cpu().expand(len(held), -1))
     classes = new.y.unique().tolist()
     own = per_class_sample(new, classes, every.cpu(), s.task_inputs, s.seed) \
-        if s.task_inputs else None
+        if "task_inputs" in settings else None
     metric = task_metric(model, kept, own, s.output, s.metric_batch, s.seed,
                          **s.metric_options())
     objective = LearnTask(metric, TaskBatches(new, s.batch_size, s.seed), every, check,

@@ -14,10 +14,11 @@ Learners (registry ``METHODS``, built from the ``continual`` settings):
     geodesic   ``GeodesicLearner``: the traversal with ``LearnTask`` (+ alpha ``Anchor``) on the
                ``MemoryMetric``. With an empty memory (the first task) there is nothing to keep
                and the task is learned by the plain template, as fine-tuning learns it.
-               With ``task_inputs`` > 0 the metric's pool also holds that many of the new task's
-               training inputs per class (``held`` False: the anchor does not pull them back;
-               none of those the memory keeps of the task afterwards), so g measures the change of the new task's outputs too and each step is damped
-               where the new task's loss curves, not only where the memory's outputs move.
+    geodesic_task_inputs   the same walk with ``task_inputs`` of the new task's training
+               inputs per class in the metric's pool too (none the memory keeps; ``held``
+               False, so the anchor does not pull them back): g then measures the change of
+               the new task's outputs as well, and each step is damped where the new task's
+               loss curves, not only where the memory's outputs move.
     finetune, ewc, si, lwf, replay   the baseline template with that method's plugins.
 
 Callbacks see the steps of all tasks on one step axis (``Shifted``), one record per
@@ -52,16 +53,17 @@ RECORD_EVERY = 10  # evaluations between the step records callbacks see (geodesi
 
 
 class GeodesicLearner:
-    def __init__(self, s):
+    def __init__(self, s, task_inputs: int = 0):
         self.s, self.solver, self.first = s, build_solver(s), Template([], s)
+        self.task_inputs = task_inputs
 
     def learn(self, model: nn.Module, t: int, tasks: Sequence[Task], masks, memory: Memory,
               seed: int, callbacks=(), directory=None) -> tuple[int, int]:
         if len(memory) == 0:
             return self.first.learn(model, t, tasks, masks, memory, seed, callbacks, directory)
         s = self.s
-        new = task_memory(tasks[t], masks[t], s.task_inputs, seed, skip=s.memory_per_class) \
-            if s.task_inputs else None  # not the examples the memory will keep of this task
+        new = task_memory(tasks[t], masks[t], self.task_inputs, seed, skip=s.memory_per_class) \
+            if self.task_inputs else None  # not the examples the memory will keep of this task
         metric = task_metric(model, memory, new, s.output, s.metric_batch, seed,
                              **s.metric_options())
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
@@ -78,6 +80,8 @@ BENCHMARKS.register("permuted")(lambda data, n_tasks, seed: permuted(data, n_tas
 
 METHODS: Registry = Registry("continual method")
 METHODS.register("geodesic")(GeodesicLearner)
+METHODS.register("geodesic_task_inputs")(
+    lambda s: GeodesicLearner(s.for_method("geodesic_task_inputs"), s.task_inputs))
 for _name in BASELINES.names():
     METHODS.register(_name)(lambda s, _name=_name: Template(BASELINES.get(_name)(s), s, _name))
 

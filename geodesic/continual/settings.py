@@ -1,12 +1,16 @@
 """Settings of application (ii), the ``continual`` section of params.yaml."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from geodesic.core.settings import GeodesicSettings, ParamsError, setting
 
 CONTINUAL_SCENARIOS = ("task-il", "class-il")
 CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay", "derpp")
+CONTINUAL_GEODESICS = ("geodesic", "geodesic_task_inputs")
+OWN_VALUES = {"geodesic_task_inputs": {"eta": "task_inputs_eta", "anchor": "task_inputs_anchor",
+                                       "cg_iters": "task_inputs_cg_iters"}}
 
 
 @dataclass
@@ -38,11 +42,20 @@ class ContinualSettings(GeodesicSettings):
                             low=0)
     anchor: float = setting(1.0, "alpha: weight of the pull back to the task's starting function "
                             "on the memory (0: none)", low=0.0)
-    task_inputs: int = setting(0, "geodesic: training inputs per class of the new task added to "
-                               "the metric's pool (labels unused): steps then also measure the "
-                               "change of the new task's outputs, which the anchor does not "
-                               "hold; never those the memory keeps; 0: the memory alone, as "
-                               "in the paper", low=0)
+    geodesics: list[str] = setting(["geodesic"], "geodesic walks run: geodesic (the metric on "
+                                   "the memory, the paper's) and geodesic_task_inputs (on the "
+                                   "memory and task_inputs of the new task's own inputs per "
+                                   "class)", choices=CONTINUAL_GEODESICS)
+    task_inputs: int = setting(20, "geodesic_task_inputs: training inputs per class of the new "
+                               "task in the metric's pool (labels unused; never those the "
+                               "memory keeps): steps also measure the change of the new "
+                               "task's outputs, which the anchor does not hold", low=1)
+    task_inputs_eta: float | None = setting(None, "eta of geodesic_task_inputs (null: eta)",
+                                            low=0.0, low_open=True)
+    task_inputs_anchor: float | None = setting(None, "anchor of geodesic_task_inputs (null: "
+                                               "anchor)", low=0.0)
+    task_inputs_cg_iters: int | None = setting(None, "cg_iters of geodesic_task_inputs (null: "
+                                               "cg_iters)", low=1)
     lr: float = setting(0.01, "SGD learning rate of the first task (the same for every "
                         "method: nothing is remembered yet)", low=0.0, low_open=True)
     finetune_lr: float = setting(0.01, "finetune: SGD learning rate of the later tasks",
@@ -75,8 +88,15 @@ class ContinualSettings(GeodesicSettings):
     cpu_threads: int = setting(1, "torch CPU threads (0: torch's default); one is fastest for "
                                "small models and on a shared machine", low=0)
 
+    def for_method(self, name: str) -> "ContinualSettings":
+        """These settings as method ``name`` runs with them: its own values (``OWN_VALUES``)
+        where they are set, the shared ones elsewhere."""
+        own = {key: getattr(self, field) for key, field in OWN_VALUES.get(name, {}).items()
+               if getattr(self, field) is not None}
+        return dataclasses.replace(self, **own) if own else self
+
     def validate(self, prefix: str) -> None:
-        for key in ("scenarios", "baselines"):
+        for key in ("scenarios", "baselines", "geodesics"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ParamsError(f"{prefix}.{key}", values, "distinct names")

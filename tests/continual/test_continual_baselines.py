@@ -8,7 +8,8 @@ from geodesic.continual.baselines import BASELINES, Context, Template, old_outpu
 from geodesic.continual.plugins import EWC, SI, DarkReplay, LwF, Replay
 from geodesic.continual.protocol import SCENARIOS, empty_memory, output_mask, task_memory
 from geodesic.continual.run import METHODS, run_sequence
-from geodesic.continual.settings import CONTINUAL_BASELINES, CONTINUAL_SCENARIOS, ContinualSettings
+from geodesic.continual.settings import (CONTINUAL_BASELINES, CONTINUAL_GEODESICS,
+                                         CONTINUAL_SCENARIOS, ContinualSettings)
 from geodesic.core.path import checkpoint_files
 from geodesic.core.registry import UnknownNameError
 from geodesic.core.settings import ParamsError
@@ -136,7 +137,7 @@ def test_every_method_learns_the_first_task_identically(tasks):
 
 def test_registries_hold_exactly_the_params_names():
     assert BASELINES.names() == sorted(CONTINUAL_BASELINES)
-    assert METHODS.names() == sorted(("geodesic", *CONTINUAL_BASELINES))
+    assert METHODS.names() == sorted((*CONTINUAL_GEODESICS, *CONTINUAL_BASELINES))
     assert SCENARIOS.names() == sorted(CONTINUAL_SCENARIOS)
     with pytest.raises(UnknownNameError, match="known: derpp, ewc, finetune, lwf, replay, si"):
         BASELINES.get("agem")

@@ -176,21 +176,25 @@ def test_a_killed_traversal_resumes_like_an_uninterrupted_one(tasks, tmp_path):
     assert strip(resumed.records) == strip(full.records)
 
 
-def test_the_learner_puts_new_task_inputs_in_its_metric_only_when_asked(tasks):
+def test_geodesic_task_inputs_is_the_geodesic_with_new_inputs_and_its_own_values(tasks):
     from geodesic.continual.run import METHODS, run_sequence
 
-    def run(task_inputs):
+    def run(method, **own):
         torch.manual_seed(0)
         model = build_model("mlp", (1, 8, 8), 10, (32,))
-        s = ContinualSettings(eta=0.5, anchor=1.0, budget=40, task_inputs=task_inputs,
-                              patience=0, metric_batch=64, cg_iters=4)
-        return run_sequence(METHODS.get("geodesic")(s), model, tasks[:2], "class-il", 10,
+        s = ContinualSettings(eta=0.5, anchor=1.0, budget=40, task_inputs=10, patience=0,
+                              metric_batch=64, cg_iters=4, **own)
+        return run_sequence(METHODS.get(method)(s), model, tasks[:2], "class-il", 10,
                             per_class=5, seed=0)
 
-    plain, damped = run(0), run(10)
-    assert plain.matrix[0] == damped.matrix[0]  # the first task: the plain template, as before
+    plain, damped = run("geodesic"), run("geodesic_task_inputs")
+    assert plain.matrix[0] == damped.matrix[0]  # the first task: the plain template
     assert max(plain.evals[1], damped.evals[1]) <= 40
     assert plain.matrix[1] != damped.matrix[1]
+    assert run("geodesic", task_inputs_eta=0.1).matrix == plain.matrix  # not its key
+    assert run("geodesic_task_inputs", task_inputs_eta=0.1).matrix != damped.matrix
+    s = ContinualSettings(task_inputs_anchor=3.0).for_method("geodesic_task_inputs")
+    assert (s.anchor, s.eta) == (3.0, ContinualSettings().eta)
 
 
 def test_skipping_the_memory_s_draw_gives_disjoint_examples(tasks):
