@@ -45,4 +45,5 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
                          **s.metric_options())
     objective = LearnTask(metric, TaskBatches(new, s.batch_size, s.seed), every, check,
                           EarlyStop(s.stop_every, s.patience), s.budget)
-    return walk(model, anchored(objective, s.anchor), metric, s, directory=directory, name="learn_new_task")
+    return walk(model, anchored(objective, s.anchor), metric, s, directory=directory,
+                name="learn_new_task")
