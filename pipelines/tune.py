@@ -269,26 +269,22 @@ def write_tuned(root: Path, preset: str, application: str, chosen: dict[str, dic
 def tune_application(project: str | Path, application: str, trials: int = 20,
                      methods: list[str] | None = None, seed: int = 0,
                      sequences: int = 1) -> dict:
-    """Tune every method of ``application`` in the project at ``project`` (which needs the
-    outputs of ``dvc repro train``); continual trials are scored on ``sequences`` task
-    sequences (seeds continual.seed, +1, ...). Returns the report's content."""
+    """Tune every method of ``application`` in ``project`` (after ``dvc repro train``);
+    continual trials score ``sequences`` task sequences. Returns the report's content."""
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
     chosen_methods = check_request(application, params, methods, trials, sequences)
     tracking.configure(params.tracking)
     tuner = Tuner(root, params, application, trials, seed, sequences)
     results = {}
-    with tracking.stage_run(f"tune-{application}", {"application": application,
-                                                    "trials": trials, "seed": seed,
-                                                    "sequences": sequences,
-                                                    "preset": params.preset.name},
-                            experiment="tune"):
+    run_params = {"application": application, "trials": trials, "seed": seed,
+                  "sequences": sequences, "preset": params.preset.name}
+    with tracking.stage_run(f"tune-{application}", run_params, experiment="tune"):
         for method in chosen_methods:
             with tracking.method_run(method, {"method": method}):
                 results[method] = tuner.run(method)
                 tracking.log_metrics({"best_val_score": results[method]["best"]["score"]})
-        doc = {"application": application, "preset": params.preset.name, "trials": trials,
-               "seed": seed, "sequences": sequences, "methods": results}
+        doc = {**run_params, "methods": results}
         conf = write_tuned(root, params.preset.name, application,
                            {m: r["best"]["values"] for m, r in results.items()})
         for file in write_report(root / "results" / params.preset.name / "tuning", doc):
