@@ -1,21 +1,17 @@
 """Connect: the objective, the baseline curves, the path metrics and BatchNorm recalibration."""
 import copy
-import dataclasses
 
 import pytest
 import torch
 
-from geodesic.common.data import load_dataset
 from geodesic.common.evaluate import (BatchNormRefresh, accuracy, path_metrics,
                                       recalibrate_batchnorm, score_weights)
 from geodesic.common.models import build_model
-from geodesic.common.settings import TrainSettings
-from geodesic.common.train import train
 from geodesic.connect.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
                                      fit_bezier, garipov_lr)
 from geodesic.connect.objective import Connect
 from geodesic.connect.run import BASELINES, GEODESICS, TARGETS, endpoints, run_curve, run_geodesic
-from geodesic.connect.settings import CURVE_NAMES, GEODESIC_NAMES, ConnectSettings
+from geodesic.connect.settings import CURVE_NAMES, GEODESIC_NAMES
 from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.settings import ParamsError
@@ -23,36 +19,10 @@ from geodesic.core.space import ParameterSpace
 from geodesic.core.traverse import traverse
 from geodesic.params import parse_params
 from tests.conftest import tiny_mlp
+from tests.helpers.connect import settings
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    """A 64-32-10 MLP trained on digits, and the same network with its hidden units permuted:
-    two weight vectors with exactly the same function."""
-    torch.manual_seed(0)
-    net = build_model("mlp", digits.in_shape, 10, (32,))
-    train(net, digits, TrainSettings(epochs=15, lr=0.05), seed=0)
-    twin = copy.deepcopy(net)
-    perm = torch.randperm(32, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        twin[1].weight.copy_(net[1].weight[perm])
-        twin[1].bias.copy_(net[1].bias[perm])
-        twin[3].weight.copy_(net[3].weight[:, perm])
-    return net, twin
-
-
-def settings(**overrides) -> ConnectSettings:
-    base = dict(eta=0.5, cg_iters=10, metric_batch=256, eps=0.01, max_steps=300, eval_every=2,
-                anchor=3.0, points=11, bn_inputs=0, bezier_steps=200, plane_grid=0)
-    return dataclasses.replace(ConnectSettings(), **{**base, **overrides})
 
 
 def test_permuted_twins_compute_the_same_function(digits, trained):
@@ -296,57 +266,6 @@ def test_the_method_tables_hold_the_params_names():
     assert {t for _, t in BASELINES.values()} | set(GEODESICS.values()) == set(TARGETS.names())
 
 
-def test_the_aligned_line_between_permuted_twins_is_the_network_itself(digits, trained):
-    """Weight matching undoes the twin's permutation: pi(w2) = w1, the chord is 0 and every
-    point of the aligned line is the network, where the plain line loses the function."""
-    net, twin = trained
-    ends = endpoints(net, twin, digits, 0, 256)
-    base = accuracy(net, digits.test)[0]
-    aligned = run_curve("aligned", ends, settings(points=5))
-    line = run_curve("linear", ends, settings(points=5))
-    assert torch.equal(ends.aligned().w2, ends.w1)
-    assert ends.aligned().alignment.objective == pytest.approx(float(ends.w1.double().norm()) ** 2)
-    assert [p["test_acc"] for p in aligned.points] == [base] * 5
-    assert aligned.metrics["chord"] == 0.0 and aligned.metrics["length"] == 0.0
-    assert aligned.metrics["align_seconds"] > 0 and aligned.metrics["grad_evals"] == 0
-    assert line.metrics["min_acc"] < base - 0.10 and line.metrics["align_seconds"] == 0.0
-
-
-@pytest.fixture(scope="module")
-def two_networks(digits, trained):
-    """The trained 64-32-10 MLP and an independently trained one (another seed)."""
-    torch.manual_seed(1)
-    other = build_model("mlp", digits.in_shape, 10, (32,))
-    train(other, digits, TrainSettings(epochs=15, lr=0.05), seed=1)
-    return trained[0], other
-
-
-def test_aligned_methods_end_at_pi_w2_which_computes_w2s_function(digits, two_networks):
-    net, other = two_networks
-    ends = endpoints(net, other, digits, 0, 256)
-    w2_acc = accuracy(other, digits.test)[0]
-    aligned_ends = ends.aligned()
-    assert aligned_ends is ends.aligned()  # matched once
-    line = run_curve("linear", ends, settings())
-    aligned = run_curve("aligned", ends, settings())
-    geodesic = run_geodesic(ends, settings(max_steps=400), name="geodesic_aligned")
-    distance, distance_aligned = float((ends.w1 - ends.w2).norm()), float(
-        (ends.w1 - aligned_ends.w2).norm())
-    assert distance_aligned < 0.9 * distance
-    for result in (aligned, geodesic):
-        assert result.target == "aligned" and result.points[-1]["test_acc"] == w2_acc
-        assert result.metrics["chord"] == pytest.approx(distance_aligned, rel=1e-6)
-        assert result.metrics["length_ratio_w2"] == pytest.approx(
-            result.metrics["length"] / distance, rel=1e-6)
-    assert aligned.metrics["length"] == pytest.approx(distance_aligned, rel=1e-5)
-    assert aligned.metrics["length_ratio"] == pytest.approx(1.0, rel=1e-5)
-    assert line.metrics["length_ratio"] == line.metrics["length_ratio_w2"] == pytest.approx(1.0)
-    assert aligned.metrics["min_acc"] >= line.metrics["min_acc"]
-    assert aligned.metrics["barrier"] < line.metrics["barrier"]
-    assert geodesic.metrics["end_distance"] <= 0.01 and geodesic.name == "geodesic_aligned"
-    assert geodesic.metrics["length_ratio"] >= 1.0
-
-
 @pytest.mark.parametrize("section, key", [
     ({"baselines": ["linear", "spline"]}, "connect.baselines"),
     ({"seeds": [0, 0]}, "connect.seeds"),
@@ -378,18 +297,3 @@ def test_the_midpoint_is_the_curve_at_one_half_or_the_middle_path_checkpoint(tmp
                                              {}))
     walk = MethodResult("geodesic", [], {"steps": 15})
     assert t.equal(midpoint_weights(walk, tmp_path), t.full((3,), 8.0))  # 8 is nearest 7.5
-
-
-def test_aligned_methods_run_with_their_own_values_where_set():
-    from geodesic.connect.settings import ConnectSettings
-    from geodesic.core.settings import ParamsError, parse_section
-    shared = parse_section(ConnectSettings, {"eta": 0.5, "anchor": 2.0, "bezier_lr": 0.1})
-    assert shared.for_method("geodesic_aligned") is shared  # nothing of its own: the shared
-    own = parse_section(ConnectSettings, {"eta": 0.5, "anchor": 2.0, "aligned_eta": 1.5,
-                                          "aligned_cg_iters": 4, "bezier_aligned_lr": 0.01})
-    aligned = own.for_method("geodesic_aligned")
-    assert (aligned.eta, aligned.anchor, aligned.cg_iters) == (1.5, 2.0, 4)
-    assert own.for_method("bezier_aligned").bezier_lr == 0.01
-    assert own.for_method("geodesic") is own and own.for_method("bezier") is own
-    with pytest.raises(ParamsError, match="connect.aligned_eta = 0.0 .*> 0.0"):
-        parse_section(ConnectSettings, {"aligned_eta": 0.0}, "connect")
