@@ -45,9 +45,13 @@ SPARSIFY_FROM_LEVEL = 0.9
 
 @dataclass(frozen=True)
 class LogRange:
+    """Log-uniform on [low, high]; with ``or_zero``, also exactly 0 (a separate choice: the
+    paper's unanchored form is not a point of any log range)."""
+
     key: str
     low: float
     high: float
+    or_zero: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,12 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
         "finetune_prune_finetune": [LogRange("finetune_prune_finetune_lr", 1e-4, 0.3)],
     },
     "connect": {
-        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0),
-                     IntRange("cg_iters", 4, 12)],
+        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0, or_zero=True),
+                     IntRange("cg_iters", 4, 12), Choice("constant_pull", (False, True))],
         "geodesic_aligned": [LogRange("aligned_eta", 0.1, 2.0),
-                             LogRange("aligned_anchor", 0.1, 10.0),
-                             IntRange("aligned_cg_iters", 4, 12)],
+                             LogRange("aligned_anchor", 0.1, 10.0, or_zero=True),
+                             IntRange("aligned_cg_iters", 4, 12),
+                             Choice("aligned_constant_pull", (False, True))],
         "linear": [],
         "aligned": [],
         "bezier": [LogRange("bezier_lr", 1e-3, 0.3), Choice("bezier_momentum", (0.0, 0.5, 0.9))],

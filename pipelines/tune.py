@@ -43,6 +43,8 @@ STARTUP_TRIALS = 5  # trials before the median pruner may stop one
 def sample(trial, dim) -> float | int:
     """The value ``trial`` draws for one dimension of a search space."""
     if isinstance(dim, LogRange):
+        if dim.or_zero and trial.suggest_categorical(f"{dim.key}=0", [False, True]):
+            return 0.0
         return float(f"{trial.suggest_float(dim.key, dim.low, dim.high, log=True):.3g}")
     if isinstance(dim, IntRange):
         return trial.suggest_int(dim.key, dim.low, dim.high)
@@ -237,7 +239,8 @@ def _describe(dim) -> dict:
     if isinstance(dim, Choice):
         return {"key": dim.key, "choices": list(dim.values)}
     kind = "log-uniform" if isinstance(dim, LogRange) else "integer"
-    return {"key": dim.key, kind: [dim.low, dim.high]}
+    extra = {"or": 0.0} if isinstance(dim, LogRange) and dim.or_zero else {}
+    return {"key": dim.key, kind: [dim.low, dim.high], **extra}
 
 
 def _trials(study, count: int) -> list[dict]:

@@ -18,8 +18,9 @@ def _space(space: list[dict]) -> str:
         if "choices" in dim:
             parts.append(f"`{dim['key']}` in {dim['choices']}")
         else:
-            kind, (low, high) = next((k, v) for k, v in dim.items() if k != "key")
-            parts.append(f"`{dim['key']}` {kind} [{low:g}, {high:g}]")
+            kind, (low, high) = next((k, v) for k, v in dim.items() if k not in ("key", "or"))
+            parts.append(f"`{dim['key']}` {kind} [{low:g}, {high:g}]"
+                         + (f" or {dim['or']:g}" if "or" in dim else ""))
     return "; ".join(parts)
 
 

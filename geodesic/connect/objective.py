@@ -1,7 +1,15 @@
 """Connect: walk from a trained network w1 to an independently trained one w2.
 
-    v(w) = w2 - w
+    v(w) = w2 - w                                           (the paper's)
+    v(w) = ||w1 - w2|| (w2 - w) / ||w2 - w||                (``constant_pull``)
     stop when ||w - w2|| <= tol,   tol = eps ||w1 - w2||       (or at the loop's step budget)
+
+With v = w2 - w the trust-region step shrinks with the remaining distance wherever it is not
+on the boundary of its ball: along a direction of curvature rho = v^T g v / ||v||^2 the
+unconstrained minimiser has length beta ||v|| / (2 rho), so where rho > beta / 2 the distance
+falls by the factor 1 - beta / (2 rho) a step and the walk crawls toward w2 geometrically. The
+constant pull keeps ||v|| at its starting value, so that length does not shrink and the walk
+arrives in finitely many steps; its first step is the paper's.
 
 Each step is capped at the remaining distance, ||theta|| <= ||w2 - w||, so the walk never
 overshoots w2 and oscillates around it at the scale of eta. When the walk has stopped within
@@ -19,18 +27,20 @@ from geodesic.core.objectives import TowardTarget
 
 
 class Connect(TowardTarget):
-    """v = w2 - w with tolerance eps relative to ||w1 - w2||; see the module docstring."""
+    """v = w2 - w (or its constant-length form) with tolerance eps relative to ||w1 - w2||;
+    see the module docstring."""
 
-    def __init__(self, start: Tensor, target: Tensor, eps: float):
+    def __init__(self, start: Tensor, target: Tensor, eps: float, constant_pull: bool = False):
         self.scale = float((target - start).norm())
         super().__init__(target, eps * self.scale)
-        self.eps = eps
+        self.eps, self.constant_pull = eps, constant_pull
         self.remaining = self.scale
         self.end: Tensor | None = None  # the walk's own last point, before the final segment
 
     def direction(self, w: Tensor, local) -> Tensor:
         self.remaining = self.distance(w)  # the loop calls constrain next, at this same w
-        return self.target - w
+        v = self.target - w
+        return v.mul_(self.scale / max(self.remaining, 1e-30)) if self.constant_pull else v
 
     def constrain(self, theta: Tensor) -> Tensor:
         norm = float(theta.norm())

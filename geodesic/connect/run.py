@@ -159,7 +159,7 @@ def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
     metric = FunctionalMetric(model, ends.train_inputs, output=s.output,
                               batch_size=s.metric_batch, seed=s.seed, reference=ends.w2,
                               **s.metric_options())
-    connect = Connect(ends.w1, ends.w2, s.eps)
+    connect = Connect(ends.w1, ends.w2, s.eps, s.constant_pull)
     objective = anchored(connect, s.anchor)
     scoring = [Timed(AccuracyCallback(model, ends.space, split, s.eval_every, key=name,
                                       recalibrate=ends.bn_inputs))

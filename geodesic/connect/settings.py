@@ -11,7 +11,8 @@ CURVE_NAMES = ("linear", "bezier", "aligned", "bezier_aligned")
 GEODESIC_NAMES = ("geodesic", "geodesic_aligned")
 # method -> {setting: the key that replaces it for that method when set}
 OWN_VALUES = {"geodesic_aligned": {"eta": "aligned_eta", "anchor": "aligned_anchor",
-                                   "cg_iters": "aligned_cg_iters"},
+                                   "cg_iters": "aligned_cg_iters",
+                                   "constant_pull": "aligned_constant_pull"},
               "bezier_aligned": {"bezier_lr": "bezier_aligned_lr",
                                  "bezier_momentum": "bezier_aligned_momentum"}}
 
@@ -29,6 +30,9 @@ class ConnectSettings(GeodesicSettings):
                          "joins w2)", low=0.0, high=1.0, low_open=True, high_open=True)
     anchor: float = setting(0.0, "alpha: v = (w2 - w) - alpha grad D2(w), D2 the output "
                             "distance to w2 on the metric batch (0: v = w2 - w alone)", low=0.0)
+    constant_pull: bool = setting(False, "v = ||w1 - w2|| (w2 - w) / ||w2 - w||: the pull toward "
+                                  "w2 keeps its strength as the walk nears it (false: v = w2 - "
+                                  "w, the paper's, whose steps shrink with the distance left)")
     seed: int = setting(0, "seed of the metric batches and of the Bezier training", low=0)
     geodesics: list[str] = setting(list(GEODESIC_NAMES), "geodesics walked: geodesic from w1 to "
                                    "w2 (the paper's), geodesic_aligned from w1 to pi(w2), w2 "
@@ -56,6 +60,8 @@ class ConnectSettings(GeodesicSettings):
                                            low=0.0)
     aligned_cg_iters: int | None = setting(None, "cg_iters of geodesic_aligned (null: "
                                            "cg_iters)", low=1)
+    aligned_constant_pull: bool | None = setting(None, "constant_pull of geodesic_aligned "
+                                                 "(null: constant_pull)")
     bezier_aligned_lr: float | None = setting(None, "bezier_lr of bezier_aligned (null: "
                                               "bezier_lr)", low=0.0, low_open=True)
     bezier_aligned_momentum: float | None = setting(None, "bezier_momentum of bezier_aligned "

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import itertools
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ def setting(default: Any, help: str, *, choices: tuple | None = None, low: float
 
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _check_type(key, value, args[0])
     if origin is list:

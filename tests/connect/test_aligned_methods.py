@@ -70,10 +70,14 @@ def test_aligned_methods_run_with_their_own_values_where_set():
     shared = parse_section(ConnectSettings, {"eta": 0.5, "anchor": 2.0, "bezier_lr": 0.1})
     assert shared.for_method("geodesic_aligned") is shared  # nothing of its own: the shared
     own = parse_section(ConnectSettings, {"eta": 0.5, "anchor": 2.0, "aligned_eta": 1.5,
-                                          "aligned_cg_iters": 4, "bezier_aligned_lr": 0.01})
+                                          "aligned_cg_iters": 4, "bezier_aligned_lr": 0.01,
+                                          "aligned_constant_pull": True})
     aligned = own.for_method("geodesic_aligned")
     assert (aligned.eta, aligned.anchor, aligned.cg_iters) == (1.5, 2.0, 4)
+    assert aligned.constant_pull and not own.constant_pull
     assert own.for_method("bezier_aligned").bezier_lr == 0.01
     assert own.for_method("geodesic") is own and own.for_method("bezier") is own
     with pytest.raises(ParamsError, match="connect.aligned_eta = 0.0 .*> 0.0"):
         parse_section(ConnectSettings, {"aligned_eta": 0.0}, "connect")
+    with pytest.raises(ParamsError, match="connect.aligned_constant_pull = 1 .*type bool"):
+        parse_section(ConnectSettings, {"aligned_constant_pull": 1}, "connect")

@@ -183,7 +183,8 @@ def test_aligned_methods_are_tuned_on_their_own_keys(project):
     s = params.connect
     assert methods_of("connect", s) == ["geodesic", "geodesic_aligned", "linear", "bezier"]
     keys = {m: {d.key for d in SPACES["connect"][m]} for m in SPACES["connect"]}
-    assert keys["geodesic_aligned"] == {"aligned_eta", "aligned_anchor", "aligned_cg_iters"}
+    assert keys["geodesic_aligned"] == {"aligned_eta", "aligned_anchor", "aligned_cg_iters",
+                                        "aligned_constant_pull"}
     assert keys["bezier_aligned"] == {"bezier_aligned_lr", "bezier_aligned_momentum"}
     assert not keys["geodesic"] & keys["geodesic_aligned"]
     assert not keys["bezier"] & keys["bezier_aligned"]
@@ -231,3 +232,19 @@ def test_writing_tuned_values_keeps_the_file_s_own_header_and_its_other_sections
     assert text.startswith("# @package _global_\n# values transferred from another preset\n")
     assert yaml.safe_load(text) == {"connect": {"eta": 0.5},
                                     "sparsify": {"eta": 0.4, "imp_lr": 0.1}}
+
+
+def test_a_log_range_or_zero_samples_exactly_zero_as_its_own_choice():
+    import optuna
+
+    from geodesic.tuning import LogRange
+    from pipelines.tune import _describe, sample
+    from pipelines.tune_report import _space
+
+    dim = LogRange("anchor", 0.1, 10.0, or_zero=True)
+    assert sample(optuna.trial.FixedTrial({"anchor=0": True}), dim) == 0.0
+    assert sample(optuna.trial.FixedTrial({"anchor=0": False, "anchor": 0.5}), dim) == 0.5
+    assert sample(optuna.trial.FixedTrial({"anchor": 0.5}), LogRange("anchor", 0.1, 10.0)) == 0.5
+    assert _space([_describe(dim)]) == "`anchor` log-uniform [0.1, 10] or 0"
+    connect = {d.key: d for d in SPACES["connect"]["geodesic_aligned"]}
+    assert connect["aligned_anchor"].or_zero and "aligned_constant_pull" in connect
