@@ -53,6 +53,10 @@ class LogRange:
     high: float
     or_zero: bool = False
 
+    def describe(self) -> dict:
+        return {"key": self.key, "log-uniform": [self.low, self.high],
+                **({"or": 0.0} if self.or_zero else {})}
+
 
 @dataclass(frozen=True)
 class IntRange:
@@ -60,11 +64,17 @@ class IntRange:
     low: int
     high: int
 
+    def describe(self) -> dict:
+        return {"key": self.key, "integer": [self.low, self.high]}
+
 
 @dataclass(frozen=True)
 class Choice:
     key: str
     values: tuple
+
+    def describe(self) -> dict:
+        return {"key": self.key, "choices": list(self.values)}
 
 
 Dimension = LogRange | IntRange | Choice

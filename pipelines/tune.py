@@ -31,7 +31,7 @@ from geodesic.common.data import load_saved
 from geodesic.core.device import resolve_device
 from geodesic.core.settings import ParamsError, parse_section, to_dict
 from geodesic.params import Params, load_params
-from geodesic.tuning import (APPLICATIONS, SPACES, Choice, IntRange, LogRange, TuningInputs,
+from geodesic.tuning import (APPLICATIONS, SPACES, IntRange, LogRange, TuningInputs,
                              methods_of, run_trial, validation_only)
 from pipelines.tune_report import write_report
 
@@ -180,7 +180,7 @@ class Tuner:
         if method == "geodesic" and best.user_attrs.get("budgets"):
             self.inputs.budgets = best.user_attrs["budgets"]
         self.chosen.update(best.user_attrs["values"])
-        return {"space": [_describe(d) for d in space], "trials": _trials(study, wanted),
+        return {"space": [d.describe() for d in space], "trials": _trials(study, wanted),
                 "best": {"number": best.number, "values": best.user_attrs["values"],
                          "score": best.value, "evals": best.user_attrs.get("evals"),
                          "seconds": best.user_attrs.get("seconds")}}
@@ -233,14 +233,6 @@ def _best(study, count: int):
     from optuna.trial import TrialState
     complete = [t for t in _finished(study, count) if t.state == TrialState.COMPLETE]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-
-
-def _describe(dim) -> dict:
-    if isinstance(dim, Choice):
-        return {"key": dim.key, "choices": list(dim.values)}
-    kind = "log-uniform" if isinstance(dim, LogRange) else "integer"
-    extra = {"or": 0.0} if isinstance(dim, LogRange) and dim.or_zero else {}
-    return {"key": dim.key, kind: [dim.low, dim.high], **extra}
 
 
 def _trials(study, count: int) -> list[dict]:
