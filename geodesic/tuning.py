@@ -95,10 +95,11 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
     },
     "continual": {
         "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),
-                     IntRange("cg_iters", 3, 10)],
+                     IntRange("cg_iters", 3, 10), LogRange("beta", 0.3, 30.0)],
         "geodesic_task_inputs": [LogRange("task_inputs_eta", 0.1, 5.0),
                                  LogRange("task_inputs_anchor", 0.1, 10.0),
-                                 IntRange("task_inputs_cg_iters", 3, 10)],
+                                 IntRange("task_inputs_cg_iters", 3, 10),
+                                 LogRange("task_inputs_beta", 0.3, 30.0)],
         "finetune": [LogRange("finetune_lr", 1e-3, 0.3)],
         "ewc": [LogRange("ewc_lr", 1e-3, 0.3), LogRange("ewc_lambda", 1.0, 1e6)],
         "si": [LogRange("si_lr", 1e-3, 0.3), LogRange("si_c", 0.01, 1e3)],

@@ -10,7 +10,8 @@ CONTINUAL_SCENARIOS = ("task-il", "class-il")
 CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay", "derpp")
 CONTINUAL_GEODESICS = ("geodesic", "geodesic_task_inputs")
 OWN_VALUES = {"geodesic_task_inputs": {"eta": "task_inputs_eta", "anchor": "task_inputs_anchor",
-                                       "cg_iters": "task_inputs_cg_iters"}}
+                                       "cg_iters": "task_inputs_cg_iters",
+                                       "beta": "task_inputs_beta"}}
 
 
 @dataclass
@@ -56,6 +57,8 @@ class ContinualSettings(GeodesicSettings):
                                                "anchor)", low=0.0)
     task_inputs_cg_iters: int | None = setting(None, "cg_iters of geodesic_task_inputs (null: "
                                                "cg_iters)", low=1)
+    task_inputs_beta: float | None = setting(None, "beta of geodesic_task_inputs (null: beta)",
+                                             low=0.0, low_open=True)
     lr: float = setting(0.01, "SGD learning rate of the first task (the same for every "
                         "method: nothing is remembered yet)", low=0.0, low_open=True)
     finetune_lr: float = setting(0.01, "finetune: SGD learning rate of the later tasks",

@@ -193,8 +193,10 @@ def test_geodesic_task_inputs_is_the_geodesic_with_new_inputs_and_its_own_values
     assert plain.matrix[1] != damped.matrix[1]
     assert run("geodesic", task_inputs_eta=0.1).matrix == plain.matrix  # not its key
     assert run("geodesic_task_inputs", task_inputs_eta=0.1).matrix != damped.matrix
-    s = ContinualSettings(task_inputs_anchor=3.0).for_method("geodesic_task_inputs")
-    assert (s.anchor, s.eta) == (3.0, ContinualSettings().eta)
+    assert run("geodesic_task_inputs", task_inputs_beta=4.0).matrix != damped.matrix
+    s = ContinualSettings(task_inputs_anchor=3.0, task_inputs_beta=4.0).for_method(
+        "geodesic_task_inputs")
+    assert (s.anchor, s.eta, s.beta) == (3.0, ContinualSettings().eta, 4.0)
 
 
 def test_skipping_the_memory_s_draw_gives_disjoint_examples(tasks):
