@@ -38,46 +38,10 @@ from geodesic.common.models import build_model
 from geodesic.continual.metrics import average_accuracy
 from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
 from geodesic.core.traverse import Callback
+from geodesic.search_space import Choice, Dimension, IntRange, LogRange  # noqa: F401 (re-exported)
 
 Report = Callable[[int, float], None]
 SPARSIFY_FROM_LEVEL = 0.9
-
-
-@dataclass(frozen=True)
-class LogRange:
-    """Log-uniform on [low, high]; with ``or_zero``, also exactly 0 (a separate choice: the
-    paper's unanchored form is not a point of any log range)."""
-
-    key: str
-    low: float
-    high: float
-    or_zero: bool = False
-
-    def describe(self) -> dict:
-        return {"key": self.key, "log-uniform": [self.low, self.high],
-                **({"or": 0.0} if self.or_zero else {})}
-
-
-@dataclass(frozen=True)
-class IntRange:
-    key: str
-    low: int
-    high: int
-
-    def describe(self) -> dict:
-        return {"key": self.key, "integer": [self.low, self.high]}
-
-
-@dataclass(frozen=True)
-class Choice:
-    key: str
-    values: tuple
-
-    def describe(self) -> dict:
-        return {"key": self.key, "choices": list(self.values)}
-
-
-Dimension = LogRange | IntRange | Choice
 
 _ETA = LogRange("eta", 0.05, 2.0)
 _ANCHOR = LogRange("anchor", 0.1, 10.0)

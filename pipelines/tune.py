@@ -31,24 +31,13 @@ from geodesic.common.data import load_saved
 from geodesic.core.device import resolve_device
 from geodesic.core.settings import ParamsError, parse_section, to_dict
 from geodesic.params import Params, load_params
-from geodesic.tuning import (APPLICATIONS, SPACES, IntRange, LogRange, TuningInputs,
-                             methods_of, run_trial, validation_only)
+from geodesic.tuning import (APPLICATIONS, SPACES, TuningInputs, methods_of, run_trial,
+                             validation_only)
 from pipelines.tune_report import write_report
 
 log = logging.getLogger("pipelines.tune")
 TUNED = Path("conf/tuned")
 STARTUP_TRIALS = 5  # trials before the median pruner may stop one
-
-
-def sample(trial, dim) -> float | int:
-    """The value ``trial`` draws for one dimension of a search space."""
-    if isinstance(dim, LogRange):
-        if dim.or_zero and trial.suggest_categorical(f"{dim.key}=0", [False, True]):
-            return 0.0
-        return float(f"{trial.suggest_float(dim.key, dim.low, dim.high, log=True):.3g}")
-    if isinstance(dim, IntRange):
-        return trial.suggest_int(dim.key, dim.low, dim.high)
-    return trial.suggest_categorical(dim.key, list(dim.values))
 
 
 def check_request(application: str, params: Params, methods: list[str] | None,
@@ -164,7 +153,7 @@ class Tuner:
         t0 = time.perf_counter()
         for i in range(len(done), wanted):
             trial = study.ask()
-            values = {dim.key: sample(trial, dim) for dim in space}
+            values = {dim.key: dim.sample(trial) for dim in space}
             trial.set_user_attr("values", values)
             state, score = self._trial(method, trial, values)
             study.tell(trial, score if state == TrialState.COMPLETE else None, state=state)

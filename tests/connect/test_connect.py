@@ -1,4 +1,5 @@
-"""Connect: the objective, the baseline curves, the path metrics and BatchNorm recalibration."""
+"""Connect: the baseline curves, the path metrics and BatchNorm recalibration (the objective's
+walk: test_connect_objective.py)."""
 import copy
 
 import pytest
@@ -9,16 +10,12 @@ from geodesic.common.evaluate import (BatchNormRefresh, accuracy, path_metrics,
 from geodesic.common.models import build_model
 from geodesic.connect.curves import (CURVES, BezierTraining, Line, Plane, QuadraticBezier,
                                      fit_bezier, garipov_lr)
-from geodesic.connect.objective import Connect
 from geodesic.connect.run import BASELINES, GEODESICS, TARGETS, endpoints, run_curve, run_geodesic
 from geodesic.connect.settings import CURVE_NAMES, GEODESIC_NAMES
-from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.settings import ParamsError
 from geodesic.core.space import ParameterSpace
-from geodesic.core.traverse import traverse
 from geodesic.params import parse_params
-from tests.conftest import tiny_mlp
 from tests.helpers.connect import settings
 
 
@@ -56,71 +53,6 @@ def test_bezier_training_removes_most_of_the_line_barrier(digits, trained):
     assert bezier.metrics["barrier"] < 0.5 * line.metrics["barrier"]
     assert torch.equal(bezier.curve.point(0.0), ends.w1)
     assert torch.equal(bezier.curve.point(1.0), ends.w2)
-
-
-ETA = 0.2
-
-
-def _toward(tol_eps=0.05, steps=400, constant_pull=False, beta=1.0):
-    model = tiny_mlp(0)
-    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
-    metric = FunctionalMetric(model, x, batch_size=16, seed=5)
-    w1 = metric.space.get(model)
-    w2 = w1 + torch.randn(w1.shape, generator=torch.Generator().manual_seed(2))
-    objective = Connect(w1, w2, tol_eps, constant_pull)
-    path = traverse(model, objective, metric, ConjugateGradient(iters=4), eta=ETA, beta=beta,
-                    max_steps=steps)
-    return path, objective, w1, w2
-
-
-def test_the_walk_ends_within_eps_and_joins_the_target():
-    path, objective, w1, w2 = _toward()
-    scale = float((w2 - w1).norm())
-    assert float((objective.end - w2).norm()) <= 0.05 * scale
-    assert path.records[-1]["distance_rel"] <= 0.05
-    assert torch.equal(path.weights, w2)
-    assert set(path.milestones) == {"arrived", "joined"}
-    assert all(r["step_norm"] <= ETA * (1 + 1e-6) for r in path.records)
-
-
-def test_steps_never_overshoot_the_target():
-    path, objective, w1, w2 = _toward(tol_eps=1e-3, steps=200)
-    distances = [r["distance"] for r in path.records]
-    norms = [r["step_norm"] for r in path.records]
-    before = [float((w2 - w1).norm())] + distances[:-1]
-    assert all(n <= d * (1 + 1e-6) for n, d in zip(norms, before))
-
-
-def test_the_constant_pull_arrives_where_the_papers_pull_crawls():
-    """beta 0.1 on a curved network: the paper's steps shrink with the distance left (the
-    geometric tail of the module docstring), the constant pull's keep the length eta."""
-    crawl, _, w1, w2 = _toward(tol_eps=1e-3, beta=0.1)
-    pull, objective, _, _ = _toward(tol_eps=1e-3, beta=0.1, constant_pull=True)
-    straight = float((w2 - w1).norm()) / ETA  # steps of a walk at eta along the chord
-    assert set(pull.milestones) == {"arrived", "joined"}
-    assert len(pull.records) <= 1.5 * straight
-    assert len(crawl.records) > 3 * len(pull.records)
-    assert min(r["step_norm"] for r in crawl.records) < 0.01 * ETA
-    assert torch.equal(pull.weights, w2)
-    first, _, _, _ = _toward(tol_eps=1e-3, beta=0.1, steps=1)
-    second, _, _, _ = _toward(tol_eps=1e-3, beta=0.1, steps=1, constant_pull=True)
-    assert torch.equal(first.weights, second.weights)  # at w1, ||w2 - w|| = ||w2 - w1||
-
-
-def test_the_constant_pull_has_the_chord_length_everywhere():
-    w1, w2 = torch.zeros(5), torch.arange(5.0)
-    objective = Connect(w1, w2, 0.01, constant_pull=True)
-    for w in (w1, torch.full((5,), 3.0), w2 - 1e-3):
-        v = objective.direction(w, None)
-        assert float(v.norm()) == pytest.approx(float(w2.norm()), rel=1e-6)
-        assert torch.allclose(v / v.norm(), (w2 - w) / (w2 - w).norm())
-
-
-def test_a_walk_out_of_budget_stops_where_it_is():
-    path, objective, w1, w2 = _toward(steps=3)
-    assert set(path.milestones) == {"stopped"}
-    assert torch.equal(path.weights, objective.end)
-    assert path.records[-1]["distance_rel"] > 0.05
 
 
 def test_straight_line_metrics_equal_direct_evaluation(digits, trained):

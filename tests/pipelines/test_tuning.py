@@ -238,13 +238,12 @@ def test_a_log_range_or_zero_samples_exactly_zero_as_its_own_choice():
     import optuna
 
     from geodesic.tuning import LogRange
-    from pipelines.tune import sample
     from pipelines.tune_report import _space
 
     dim = LogRange("anchor", 0.1, 10.0, or_zero=True)
-    assert sample(optuna.trial.FixedTrial({"anchor=0": True}), dim) == 0.0
-    assert sample(optuna.trial.FixedTrial({"anchor=0": False, "anchor": 0.5}), dim) == 0.5
-    assert sample(optuna.trial.FixedTrial({"anchor": 0.5}), LogRange("anchor", 0.1, 10.0)) == 0.5
+    assert dim.sample(optuna.trial.FixedTrial({"anchor=0": True})) == 0.0
+    assert dim.sample(optuna.trial.FixedTrial({"anchor=0": False, "anchor": 0.5})) == 0.5
+    assert LogRange("anchor", 0.1, 10.0).sample(optuna.trial.FixedTrial({"anchor": 0.5})) == 0.5
     assert _space([dim.describe()]) == "`anchor` log-uniform [0.1, 10] or 0"
     connect = {d.key: d for d in SPACES["connect"]["geodesic_aligned"]}
     assert connect["aligned_anchor"].or_zero and "aligned_constant_pull" in connect
