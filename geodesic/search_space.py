@@ -1,13 +1,20 @@
 """The dimensions of a method's search space (``geodesic.tuning.SPACES``): each names the
-settings key it sets, draws its value from an Optuna trial (``sample``) and describes itself for
-the tuning report (``describe``)."""
+settings key it sets, draws its values from an Optuna trial and the settings it starts from
+(``draw``) and describes itself for the tuning report (``describe``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
+class OneKey:
+    """A dimension that sets its ``key`` alone, to what ``sample`` draws."""
+
+    def draw(self, trial, base: dict) -> dict:
+        return {self.key: self.sample(trial)}
+
+
 @dataclass(frozen=True)
-class LogRange:
+class LogRange(OneKey):
     """Log-uniform on [low, high]; with ``or_zero``, also exactly 0 (a separate choice: the
     paper's unanchored form is not a point of any log range)."""
 
@@ -28,7 +35,7 @@ class LogRange:
 
 
 @dataclass(frozen=True)
-class IntRange:
+class IntRange(OneKey):
     key: str
     low: int
     high: int
@@ -41,7 +48,7 @@ class IntRange:
 
 
 @dataclass(frozen=True)
-class Choice:
+class Choice(OneKey):
     key: str
     values: tuple
 
@@ -52,4 +59,26 @@ class Choice:
         return {"key": self.key, "choices": list(self.values)}
 
 
-Dimension = LogRange | IntRange | Choice
+@dataclass(frozen=True)
+class StepSplit:
+    """How a fixed step count divides between two phases: ``key`` gets the share s of
+    total = base[key] + base[rest] (rounded, at least 1 step each) and ``rest`` the remainder, so
+    the compute the preset gives (the sum) is the same in every trial."""
+
+    key: str
+    rest: str
+    shares: tuple
+
+    def draw(self, trial, base: dict) -> dict:
+        total = base[self.key] + base[self.rest]
+        if total < 2:
+            raise ValueError(f"{self.key} + {self.rest} = {total}: nothing to divide")
+        share = trial.suggest_categorical(f"{self.key}_share", list(self.shares))
+        steps = min(max(round(share * total), 1), total - 1)
+        return {self.key: steps, self.rest: total - steps}
+
+    def describe(self) -> dict:
+        return {"key": self.key, "shares": list(self.shares), "of": f"{self.key} + {self.rest}"}
+
+
+Dimension = LogRange | IntRange | Choice | StepSplit

@@ -1,9 +1,11 @@
 """Hyperparameters of every method chosen on the validation split, with the same effort each.
 
 ``SPACES[application][method]`` is the search space of a method as data: the settings keys a
-trial samples (:class:`LogRange`, :class:`IntRange`, :class:`Choice`); settings that decide a
-method's compute (steps, budgets, metric batch, the Bezier steps) are not searched, so every
-trial of every method spends what the preset gives it. ``run_trial(application, method,
+trial samples (:class:`LogRange`, :class:`IntRange`, :class:`Choice`, :class:`StepSplit`);
+settings that decide a method's compute (steps, budgets, metric batch, the Bezier steps) are not
+searched, so every trial of every method spends what the preset gives it: the sparsify walk's
+split of each level's steps between the approach and the settling after the mask is searched
+with their sum fixed. ``run_trial(application, method,
 settings, inputs, report)`` runs one method with those settings and returns its validation
 score (higher is better):
 
@@ -38,16 +40,19 @@ from geodesic.common.models import build_model
 from geodesic.continual.metrics import average_accuracy
 from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
 from geodesic.core.traverse import Callback
-from geodesic.search_space import Choice, Dimension, IntRange, LogRange  # noqa: F401 (re-exported)
+from geodesic.search_space import (  # noqa: F401 (re-exported)
+    Choice, Dimension, IntRange, LogRange, StepSplit)
 
 Report = Callable[[int, float], None]
 SPARSIFY_FROM_LEVEL = 0.9
 
 _ETA = LogRange("eta", 0.05, 2.0)
 _ANCHOR = LogRange("anchor", 0.1, 10.0)
+_SIXTHS = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6)
 SPACES: dict[str, dict[str, list[Dimension]]] = {
     "sparsify": {
-        "geodesic": [_ETA, _ANCHOR, IntRange("cg_iters", 3, 10)],
+        "geodesic": [_ETA, _ANCHOR, IntRange("cg_iters", 3, 10),
+                     StepSplit("settle_steps", "steps_per_level", _SIXTHS)],
         "geodesic_task": [LogRange("task_beta", 0.03, 3.0)],  # with the geodesic's values
         "magnitude": [],
         "magnitude_finetune": [LogRange("finetune_lr", 1e-3, 0.3),

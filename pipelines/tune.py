@@ -153,7 +153,8 @@ class Tuner:
         t0 = time.perf_counter()
         for i in range(len(done), wanted):
             trial = study.ask()
-            values = {dim.key: dim.sample(trial) for dim in space}
+            base = {**to_dict(self.base), **self.chosen}
+            values = {k: v for dim in space for k, v in dim.draw(trial, base).items()}
             trial.set_user_attr("values", values)
             state, score = self._trial(method, trial, values)
             study.tell(trial, score if state == TrialState.COMPLETE else None, state=state)

@@ -17,6 +17,9 @@ def _space(space: list[dict]) -> str:
     for dim in space:
         if "choices" in dim:
             parts.append(f"`{dim['key']}` in {dim['choices']}")
+        elif "shares" in dim:
+            shares = ", ".join(f"{s:.3g}" for s in dim["shares"])
+            parts.append(f"`{dim['key']}` a share in [{shares}] of `{dim['of']}` (their sum fixed)")
         else:
             kind, (low, high) = next((k, v) for k, v in dim.items() if k not in ("key", "or"))
             parts.append(f"`{dim['key']}` {kind} [{low:g}, {high:g}]"
