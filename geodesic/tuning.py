@@ -141,16 +141,25 @@ def run_trial(application: str, method: str, settings, inputs: TuningInputs,
     return _RUNNERS[application](method, settings, inputs, report)
 
 
+def scored_levels(levels: list[float]) -> list[str]:
+    """The level names a sparsify trial's score averages: those >= 0.9, or all if none is."""
+    names = [repr(float(p)) for p in levels]
+    return [n for n in names if float(n) >= SPARSIFY_FROM_LEVEL] or names
+
+
 class LevelReport(Callback):
-    """Reports the validation accuracy at each sparsity level a traversal reaches."""
+    """At each scored level a traversal reaches, reports the mean validation accuracy over the
+    scored levels reached so far (the running estimate of the trial's score), so pruning never
+    judges a trial by a level its score ignores."""
 
     def __init__(self, levels: list[float], report: Report):
-        self.names = [repr(float(p)) for p in levels]
+        self.names, self.values = scored_levels(levels), []
         self.report = report
 
     def on_milestone(self, name: str, record: dict, w: Tensor) -> None:
         if name in self.names and "val_acc" in record:
-            self.report(self.names.index(name), record["val_acc"])
+            self.values.append(record["val_acc"])
+            self.report(len(self.values) - 1, statistics.fmean(self.values))
 
 
 def _sparsify(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
@@ -161,11 +170,12 @@ def _sparsify(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
     ctx.budgets = dict(inputs.budgets)
     results = SPARSIFY_METHODS.get(method)(ctx, None, [LevelReport(s.levels, report)])
     rows = score(ctx, results)
-    chosen = [k for k in rows if float(k) >= SPARSIFY_FROM_LEVEL] or list(rows)
     last = rows[list(rows)[-1]]
     budgets = level_budgets(results) if method == "geodesic" else {}
-    return Outcome(statistics.fmean(rows[k]["val_acc"] for k in chosen), last["grad_evals"],
-                   last["seconds"], {k: r["val_acc"] for k, r in rows.items()}, budgets)
+    scored = [k for k in scored_levels(s.levels) if k in rows] or list(rows)
+    return Outcome(statistics.fmean(rows[k]["val_acc"] for k in scored),
+                   last["grad_evals"], last["seconds"],
+                   {k: r["val_acc"] for k, r in rows.items()}, budgets)
 
 
 def _continual(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:

@@ -271,3 +271,15 @@ def test_a_step_split_moves_steps_between_the_phases_and_keeps_their_sum():
     assert _space([dim.describe()]) == ("`settle_steps` a share in [0.167, 0.5, 0.99] of "
                                         "`settle_steps + steps_per_level` (their sum fixed)")
     assert any(isinstance(d, StepSplit) for d in SPACES["sparsify"]["geodesic"])
+
+
+def test_a_sparsify_trial_reports_the_running_mean_of_its_scored_levels_only():
+    from geodesic.tuning import LevelReport, scored_levels
+
+    assert scored_levels([0.5, 0.8, 0.9, 0.98]) == ["0.9", "0.98"]
+    assert scored_levels([0.5, 0.8]) == ["0.5", "0.8"]  # none >= 0.9: all count
+    reports = []
+    hook = LevelReport([0.5, 0.9, 0.98], lambda step, value: reports.append((step, value)))
+    for name, acc in (("0.5", 0.2), ("0.9", 0.9), ("0.98", 0.7)):
+        hook.on_milestone(name, {"val_acc": acc}, torch.zeros(1))
+    assert reports == [(0, 0.9), (1, pytest.approx(0.8))]  # 0.5 is never a pruning signal
