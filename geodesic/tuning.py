@@ -9,7 +9,8 @@ with their sum fixed. ``run_trial(application, method,
 settings, inputs, report)`` runs one method with those settings and returns its validation
 score (higher is better):
 
-    sparsify   mean validation accuracy over the levels >= 0.9 (all levels if none is)
+    sparsify   mean validation accuracy over the levels >= 0.9 (all levels if none is),
+               averaged over ``inputs.sequences`` base networks (seeds s.seed, s.seed + 1, ...)
     continual  validation ACC (mean accuracy over all tasks after the last), averaged over the
                scenarios and over ``inputs.sequences`` sequence seeds (s.seed, s.seed + 1, ...)
     connect    minimum validation accuracy along the path (BatchNorm recomputed at each point)
@@ -123,8 +124,8 @@ class TuningInputs:
     data: Dataset
     models: dict[int, nn.Module]
     device: Any = "cpu"  # torch.device of the base networks
-    budgets: dict[str, float] = field(default_factory=dict)  # the geodesic's, per level
-    sequences: int = 1  # continual: task sequences (seeds) each trial is scored on
+    budgets: dict[str, dict[str, float]] = field(default_factory=dict)  # the geodesic's
+    sequences: int = 1  # continual: task sequences; sparsify: base networks (s.seed, +1, ...)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Outcome:
     evals: float
     seconds: float
     details: dict  # per level / scenario / path figures, all on the validation split
-    budgets: dict[str, float] = field(default_factory=dict)
+    budgets: dict[str, dict[str, float]] = field(default_factory=dict)  # by base-network seed
 
 
 def run_trial(application: str, method: str, settings, inputs: TuningInputs,
@@ -149,12 +150,13 @@ def scored_levels(levels: list[float]) -> list[str]:
 
 class LevelReport(Callback):
     """At each scored level a traversal reaches, reports the mean validation accuracy over the
-    scored levels reached so far (the running estimate of the trial's score), so pruning never
-    judges a trial by a level its score ignores."""
+    scored levels reached so far in this trial (``values``, shared by the trial's networks: the
+    running estimate of its score), so pruning never judges a trial by a level its score
+    ignores."""
 
-    def __init__(self, levels: list[float], report: Report):
-        self.names, self.values = scored_levels(levels), []
-        self.report = report
+    def __init__(self, levels: list[float], report: Report, values: list | None = None):
+        self.names, self.report = scored_levels(levels), report
+        self.values = [] if values is None else values
 
     def on_milestone(self, name: str, record: dict, w: Tensor) -> None:
         if name in self.names and "val_acc" in record:
@@ -163,19 +165,30 @@ class LevelReport(Callback):
 
 
 def _sparsify(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
+    """Mean over ``inputs.sequences`` base networks (seeds s.seed, +1, ...) of the mean
+    validation accuracy over the scored levels; each baseline gets the chosen geodesic's
+    per-level evaluations on the same network."""
     from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, level_budgets, score
 
-    model = copy.deepcopy(inputs.models[s.seed])
-    ctx = SparsifyContext.from_params(inputs.params, model, inputs.data, settings=s)
-    ctx.budgets = dict(inputs.budgets)
-    results = SPARSIFY_METHODS.get(method)(ctx, None, [LevelReport(s.levels, report)])
-    rows = score(ctx, results)
-    last = rows[list(rows)[-1]]
-    budgets = level_budgets(results) if method == "geodesic" else {}
-    scored = [k for k in scored_levels(s.levels) if k in rows] or list(rows)
-    return Outcome(statistics.fmean(rows[k]["val_acc"] for k in scored),
-                   last["grad_evals"], last["seconds"],
-                   {k: r["val_acc"] for k, r in rows.items()}, budgets)
+    scores, details, budgets, evals, seconds, values = [], {}, {}, 0.0, 0.0, []
+    for seed in range(s.seed, s.seed + inputs.sequences):
+        model = copy.deepcopy(inputs.models[seed])
+        ctx = SparsifyContext.from_params(inputs.params, model, inputs.data,
+                                          settings=replace(s, seed=seed))
+        ctx.budgets = dict(inputs.budgets.get(str(seed), {}))
+        hooks = [LevelReport(s.levels, report, values)]
+        results = SPARSIFY_METHODS.get(method)(ctx, None, hooks)
+        rows = score(ctx, results)
+        scored = [k for k in scored_levels(s.levels) if k in rows] or list(rows)
+        scores.append(statistics.fmean(rows[k]["val_acc"] for k in scored))
+        last = rows[list(rows)[-1]]
+        evals += last["grad_evals"] / inputs.sequences
+        seconds += last["seconds"] / inputs.sequences
+        details[str(seed)] = {k: r["val_acc"] for k, r in rows.items()}
+        if method == "geodesic":
+            budgets[str(seed)] = level_budgets(results)
+    return Outcome(statistics.fmean(scores), evals, seconds,
+                   details if inputs.sequences > 1 else details[str(s.seed)], budgets)
 
 
 def _continual(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
@@ -258,13 +271,13 @@ def _hybrid(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
         base = p.model.build(data.in_shape, data.num_classes).to(inputs.device)
         inputs.models[s.seed] = train_base(base, data, problem, p.train, s, inputs.device)
     ctx = HybridContext(copy.deepcopy(inputs.models[s.seed]), problem, s)
-    ctx.budgets = dict(inputs.budgets)
+    ctx.budgets = dict(inputs.budgets.get(str(s.seed), {}))
     rows = score(ctx, HYBRID_METHODS.get(method)(ctx, None, [TaskMeanReport(s, report)]))
     last = rows[list(rows)[-1]]
     return Outcome(statistics.fmean(r["val_acc"] for r in rows.values()), last["grad_evals"],
                    last["seconds"], {k: {q: r[f"val_{q}"] for q in ("acc", "old_acc", "new_acc")}
                                      for k, r in rows.items()},
-                   dict(ctx.budgets) if method == "geodesic" else {})
+                   {str(s.seed): dict(ctx.budgets)} if method == "geodesic" else {})
 
 
 _RUNNERS: dict[str, Callable[..., Outcome]] = {

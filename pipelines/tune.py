@@ -47,9 +47,9 @@ def check_request(application: str, params: Params, methods: list[str] | None,
         raise ParamsError("application", application, f"one of {', '.join(APPLICATIONS)}")
     if trials < 1:
         raise ParamsError("--trials", trials, ">= 1")
-    if sequences < 1 or (sequences > 1 and application != "continual"):
+    if sequences < 1 or (sequences > 1 and application not in ("continual", "sparsify")):
         raise ParamsError("--sequences", sequences, ">= 1, and 1 unless the application is "
-                          "continual (the others score one base network or pair)")
+                          "continual or sparsify (the others score one base network or pair)")
     known = methods_of(application, getattr(params, application))
     for m in methods or []:
         if m not in known:
@@ -61,10 +61,12 @@ def check_request(application: str, params: Params, methods: list[str] | None,
     return chosen
 
 
-def base_seeds(params: Params, application: str) -> list[int]:
+def base_seeds(params: Params, application: str, sequences: int = 1) -> list[int]:
+    """The base networks a trial starts from (sparsify: ``sequences`` of them)."""
     settings = getattr(params, application)
-    return settings.seeds if application == "connect" else (
-        [settings.seed] if application == "sparsify" else [])
+    if application == "sparsify":
+        return list(range(settings.seed, settings.seed + sequences))
+    return settings.seeds if application == "connect" else []
 
 
 def study_folder(root: Path, params: Params, application: str, sequences: int = 1) -> Path:
@@ -81,7 +83,7 @@ def study_folder(root: Path, params: Params, application: str, sequences: int = 
     fixed = {k: v for k, v in to_dict(getattr(params, application)).items()
              if k not in searched}
     files = [root / DATASET.parent, *(root / model_file(s)
-                                      for s in base_seeds(params, application))]
+                                      for s in base_seeds(params, application, sequences))]
     if application == "hybrid":  # its base network is trained with the train section
         fixed["train"] = to_dict(params.train)
     if sequences > 1:
@@ -96,7 +98,7 @@ def load_inputs(root: Path, params: Params, application: str,
 
     settings = getattr(params, application)
     device = resolve_device(settings.device)
-    seeds = base_seeds(params, application)
+    seeds = base_seeds(params, application, sequences)
     data = validation_only(load_saved(root / DATASET))
     models = {seed: load_base_model(params, data, seed, device) for seed in seeds}
     return TuningInputs(params, data, models, device, sequences=sequences)
@@ -255,7 +257,8 @@ def tune_application(project: str | Path, application: str, trials: int = 20,
                      methods: list[str] | None = None, seed: int = 0,
                      sequences: int = 1) -> dict:
     """Tune every method of ``application`` in ``project`` (after ``dvc repro train``);
-    continual trials score ``sequences`` task sequences. Returns the report's content."""
+    continual trials score ``sequences`` task sequences, sparsify trials ``sequences`` base
+    networks. Returns the report's content."""
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
     chosen_methods = check_request(application, params, methods, trials, sequences)

@@ -178,6 +178,29 @@ def test_continual_trials_average_the_task_sequences(project):
     assert steps == list(range(2 * s.n_tasks))
 
 
+def test_sparsify_trials_average_the_base_networks_with_each_networks_budgets(project):
+    """sequences=2 scores the mean over base networks s.seed and s.seed + 1; the geodesic's
+    per-level evaluations are kept per network, and a baseline spends them on that network."""
+    import dataclasses
+
+    from pipelines.tune import load_inputs
+    params = load_params(project / "params.yaml")
+    inputs = load_inputs(project, params, "sparsify", sequences=2)
+    assert sorted(inputs.models) == [0, 1]
+    s = params.sparsify
+    single = [run_trial("sparsify", "geodesic", dataclasses.replace(s, seed=k),
+                        dataclasses.replace(inputs, sequences=1)) for k in (0, 1)]
+    steps = []
+    both = run_trial("sparsify", "geodesic", s, inputs, lambda step, value: steps.append(step))
+    assert both.score == pytest.approx((single[0].score + single[1].score) / 2, abs=1e-12)
+    assert both.budgets == {**single[0].budgets, **single[1].budgets}
+    assert sorted(both.budgets) == ["0", "1"] and steps == [0, 1]  # one scored level each
+    inputs.budgets = both.budgets
+    tuned = run_trial("sparsify", "magnitude_finetune", s, inputs)
+    spent = {seed: sum(b.values()) for seed, b in both.budgets.items()}
+    assert tuned.evals == pytest.approx(sum(spent.values()) / 2)
+
+
 def test_aligned_methods_are_tuned_on_their_own_keys(project):
     params = load_params(project / "params.yaml")
     from geodesic.tuning import methods_of
@@ -214,7 +237,7 @@ def test_bad_requests_are_refused_before_anything_runs(project):
         with pytest.raises(ParamsError) as err:
             check_request(args[0], params, args[1], args[2])
         assert err.value.key == key
-    for application, sequences in [("sparsify", 2), ("continual", 0)]:
+    for application, sequences in [("connect", 2), ("continual", 0)]:
         with pytest.raises(ParamsError, match="--sequences"):
             check_request(application, params, None, 5, sequences)
     assert check_request("continual", params, None, 5, 3)
