@@ -50,6 +50,10 @@ def check_request(application: str, params: Params, methods: list[str] | None,
     if sequences < 1 or (sequences > 1 and application not in ("continual", "sparsify")):
         raise ParamsError("--sequences", sequences, ">= 1, and 1 unless the application is "
                           "continual or sparsify (the others score one base network or pair)")
+    missing = sorted(set(base_seeds(params, application, sequences)) - set(params.train.seeds))
+    if missing:
+        raise ParamsError("--sequences", sequences, f"base networks the train stage trains: "
+                          f"seeds {missing} are not in train.seeds {params.train.seeds}")
     known = methods_of(application, getattr(params, application))
     for m in methods or []:
         if m not in known:

@@ -240,6 +240,9 @@ def test_bad_requests_are_refused_before_anything_runs(project):
     for application, sequences in [("connect", 2), ("continual", 0)]:
         with pytest.raises(ParamsError, match="--sequences"):
             check_request(application, params, None, 5, sequences)
+    with pytest.raises(ParamsError, match=r"seeds \[2\] are not in train.seeds \[0, 1\]"):
+        check_request("sparsify", params, None, 5, 3)  # the project trains seeds 0 and 1
+    assert check_request("sparsify", params, None, 5, 2)
     assert check_request("continual", params, None, 5, 3)
     assert check_request("sparsify", params, ["magnitude_finetune", "geodesic"], 5) == [
         "geodesic", "magnitude_finetune"]
