@@ -144,7 +144,9 @@ def run_trial(application: str, method: str, settings, inputs: TuningInputs,
 
 def scored_levels(levels: list[float]) -> list[str]:
     """The level names a sparsify trial's score averages: those >= 0.9, or all if none is."""
-    names = [repr(float(p)) for p in levels]
+    from geodesic.sparsify.objective import level_name
+
+    names = [level_name(p) for p in levels]
     return [n for n in names if float(n) >= SPARSIFY_FROM_LEVEL] or names
 
 

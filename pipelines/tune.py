@@ -52,7 +52,9 @@ def check_request(application: str, params: Params, methods: list[str] | None,
                           "continual or sparsify (the others score one base network or pair)")
     missing = sorted(set(base_seeds(params, application, sequences)) - set(params.train.seeds))
     if missing:
-        raise ParamsError("--sequences", sequences, f"base networks the train stage trains: "
+        key, value = (("--sequences", sequences) if application == "sparsify" else
+                      (f"{application}.seeds", getattr(params, application).seeds))
+        raise ParamsError(key, value, f"base networks the train stage trains: "
                           f"seeds {missing} are not in train.seeds {params.train.seeds}")
     known = methods_of(application, getattr(params, application))
     for m in methods or []:
@@ -157,9 +159,9 @@ class Tuner:
         wanted = self.trials if space else 1
         done = _finished(study, wanted)
         t0 = time.perf_counter()
+        base = {**to_dict(self.base), **self.chosen}  # what each dimension draws from
         for i in range(len(done), wanted):
             trial = study.ask()
-            base = {**to_dict(self.base), **self.chosen}
             values = {k: v for dim in space for k, v in dim.draw(trial, base).items()}
             trial.set_user_attr("values", values)
             state, score = self._trial(method, trial, values)
