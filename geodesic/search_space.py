@@ -1,6 +1,7 @@
-"""The dimensions of a method's search space (``geodesic.tuning.SPACES``): each names the
-settings key it sets, draws its values from an Optuna trial and the settings it starts from
-(``draw``) and describes itself for the tuning report (``describe``)."""
+"""Every method's search space (``SPACES[application][method]``, the dimensions a trial
+samples) and the dimensions themselves: each names the settings key it sets, draws its values
+from an Optuna trial and the settings it starts from (``draw``) and describes itself for the
+tuning report (``describe``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,3 +83,58 @@ class StepSplit:
 
 
 Dimension = LogRange | IntRange | Choice | StepSplit
+
+
+_ETA = LogRange("eta", 0.05, 2.0)
+_ANCHOR = LogRange("anchor", 0.1, 10.0)
+_SIXTHS = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6)
+SPACES: dict[str, dict[str, list[Dimension]]] = {
+    "sparsify": {
+        "geodesic": [_ETA, _ANCHOR, IntRange("cg_iters", 3, 10),
+                     StepSplit("settle_steps", "steps_per_level", _SIXTHS)],
+        "geodesic_task": [LogRange("task_beta", 0.03, 3.0)],  # with the geodesic's values
+        "magnitude": [],
+        "magnitude_finetune": [LogRange("finetune_lr", 1e-3, 0.3),
+                               Choice("finetune_batch", (64, 128, 256, 512))],
+        "distill_finetune": [LogRange("distill_lr", 1e-4, 0.1),
+                             Choice("distill_batch", (64, 128, 256, 512))],
+        "imp": [LogRange("imp_lr", 1e-3, 0.3), Choice("imp_batch", (64, 128, 256)),
+                Choice("imp_rewind_epochs", (0, 1, 2))],
+    },
+    "continual": {
+        "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),
+                     IntRange("cg_iters", 3, 10), LogRange("beta", 0.3, 30.0)],
+        "geodesic_task_inputs": [LogRange("task_inputs_eta", 0.1, 5.0),
+                                 LogRange("task_inputs_anchor", 0.1, 10.0),
+                                 IntRange("task_inputs_cg_iters", 3, 10),
+                                 LogRange("task_inputs_beta", 0.3, 30.0)],
+        "finetune": [LogRange("finetune_lr", 1e-3, 0.3)],
+        "ewc": [LogRange("ewc_lr", 1e-3, 0.3), LogRange("ewc_lambda", 1.0, 1e6)],
+        "si": [LogRange("si_lr", 1e-3, 0.3), LogRange("si_c", 0.01, 1e3)],
+        "lwf": [LogRange("lwf_lr", 1e-3, 0.3), LogRange("lwf_alpha", 0.1, 10.0),
+                Choice("lwf_temperature", (1.0, 2.0, 4.0))],
+        "replay": [LogRange("replay_lr", 1e-3, 0.3), Choice("replay_batch", (16, 32, 64))],
+        "derpp": [LogRange("derpp_lr", 1e-3, 0.3), LogRange("derpp_alpha", 0.01, 3.0),
+                  LogRange("derpp_beta", 0.01, 3.0)],
+    },
+    "hybrid": {
+        "geodesic": [_ETA, _ANCHOR, LogRange("task_beta", 0.1, 10.0)],
+        "prune_finetune": [LogRange("prune_finetune_lr", 1e-4, 0.3)],
+        "finetune_prune_finetune": [LogRange("finetune_prune_finetune_lr", 1e-4, 0.3)],
+    },
+    "connect": {
+        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0, or_zero=True),
+                     IntRange("cg_iters", 4, 12), Choice("constant_pull", (False, True)),
+                     Choice("anchor_target", ("w2", "interpolated"))],
+        "geodesic_aligned": [LogRange("aligned_eta", 0.1, 2.0),
+                             LogRange("aligned_anchor", 0.1, 10.0, or_zero=True),
+                             IntRange("aligned_cg_iters", 4, 12),
+                             Choice("aligned_constant_pull", (False, True)),
+                             Choice("aligned_anchor_target", ("w2", "interpolated"))],
+        "linear": [],
+        "aligned": [],
+        "bezier": [LogRange("bezier_lr", 1e-3, 0.3), Choice("bezier_momentum", (0.0, 0.5, 0.9))],
+        "bezier_aligned": [LogRange("bezier_aligned_lr", 1e-3, 0.3),
+                           Choice("bezier_aligned_momentum", (0.0, 0.5, 0.9))],
+    },
+}

@@ -1,11 +1,11 @@
 """Hyperparameters of every method chosen on the validation split, with the same effort each.
 
-``SPACES[application][method]`` is the search space of a method as data: the settings keys a
-trial samples (:class:`LogRange`, :class:`IntRange`, :class:`Choice`, :class:`StepSplit`);
-settings that decide a method's compute (steps, budgets, metric batch, the Bezier steps) are not
-searched, so every trial of every method spends what the preset gives it: the sparsify walk's
-split of each level's steps between the approach and the settling after the mask is searched
-with their sum fixed. ``run_trial(application, method,
+``SPACES[application][method]`` (:mod:`geodesic.search_space`) is the search space of a method
+as data: the settings keys a trial samples (:class:`LogRange`, :class:`IntRange`,
+:class:`Choice`, :class:`StepSplit`); settings that decide a method's compute (steps, budgets,
+metric batch, the Bezier steps) are not searched, so every trial of every method spends what
+the preset gives it: the sparsify walk's split of each level's steps between the approach and
+the settling after the mask is searched with their sum fixed. ``run_trial(application, method,
 settings, inputs, report)`` runs one method with those settings and returns its validation
 score (higher is better):
 
@@ -13,7 +13,9 @@ score (higher is better):
                averaged over ``inputs.sequences`` base networks (seeds s.seed, s.seed + 1, ...)
     continual  validation ACC (mean accuracy over all tasks after the last), averaged over the
                scenarios and over ``inputs.sequences`` sequence seeds (s.seed, s.seed + 1, ...)
-    connect    minimum validation accuracy along the path (BatchNorm recomputed at each point)
+    connect    minimum validation accuracy along the path (BatchNorm recomputed at each point),
+               averaged over ``inputs.sequences`` pairs of base networks (seeds[0] + 2k,
+               seeds[1] + 2k for k = 0, 1, ...)
     hybrid     validation accuracy over all tasks (earlier and new), averaged over the levels
 
 Methods run in order and each trial starts from the values already chosen for the methods
@@ -42,63 +44,10 @@ from geodesic.continual.metrics import average_accuracy
 from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
 from geodesic.core.traverse import Callback
 from geodesic.search_space import (  # noqa: F401 (re-exported)
-    Choice, Dimension, IntRange, LogRange, StepSplit)
+    SPACES, Choice, Dimension, IntRange, LogRange, StepSplit)
 
 Report = Callable[[int, float], None]
 SPARSIFY_FROM_LEVEL = 0.9
-
-_ETA = LogRange("eta", 0.05, 2.0)
-_ANCHOR = LogRange("anchor", 0.1, 10.0)
-_SIXTHS = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6)
-SPACES: dict[str, dict[str, list[Dimension]]] = {
-    "sparsify": {
-        "geodesic": [_ETA, _ANCHOR, IntRange("cg_iters", 3, 10),
-                     StepSplit("settle_steps", "steps_per_level", _SIXTHS)],
-        "geodesic_task": [LogRange("task_beta", 0.03, 3.0)],  # with the geodesic's values
-        "magnitude": [],
-        "magnitude_finetune": [LogRange("finetune_lr", 1e-3, 0.3),
-                               Choice("finetune_batch", (64, 128, 256, 512))],
-        "distill_finetune": [LogRange("distill_lr", 1e-4, 0.1),
-                             Choice("distill_batch", (64, 128, 256, 512))],
-        "imp": [LogRange("imp_lr", 1e-3, 0.3), Choice("imp_batch", (64, 128, 256)),
-                Choice("imp_rewind_epochs", (0, 1, 2))],
-    },
-    "continual": {
-        "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),
-                     IntRange("cg_iters", 3, 10), LogRange("beta", 0.3, 30.0)],
-        "geodesic_task_inputs": [LogRange("task_inputs_eta", 0.1, 5.0),
-                                 LogRange("task_inputs_anchor", 0.1, 10.0),
-                                 IntRange("task_inputs_cg_iters", 3, 10),
-                                 LogRange("task_inputs_beta", 0.3, 30.0)],
-        "finetune": [LogRange("finetune_lr", 1e-3, 0.3)],
-        "ewc": [LogRange("ewc_lr", 1e-3, 0.3), LogRange("ewc_lambda", 1.0, 1e6)],
-        "si": [LogRange("si_lr", 1e-3, 0.3), LogRange("si_c", 0.01, 1e3)],
-        "lwf": [LogRange("lwf_lr", 1e-3, 0.3), LogRange("lwf_alpha", 0.1, 10.0),
-                Choice("lwf_temperature", (1.0, 2.0, 4.0))],
-        "replay": [LogRange("replay_lr", 1e-3, 0.3), Choice("replay_batch", (16, 32, 64))],
-        "derpp": [LogRange("derpp_lr", 1e-3, 0.3), LogRange("derpp_alpha", 0.01, 3.0),
-                  LogRange("derpp_beta", 0.01, 3.0)],
-    },
-    "hybrid": {
-        "geodesic": [_ETA, _ANCHOR, LogRange("task_beta", 0.1, 10.0)],
-        "prune_finetune": [LogRange("prune_finetune_lr", 1e-4, 0.3)],
-        "finetune_prune_finetune": [LogRange("finetune_prune_finetune_lr", 1e-4, 0.3)],
-    },
-    "connect": {
-        "geodesic": [LogRange("eta", 0.1, 2.0), LogRange("anchor", 0.1, 10.0, or_zero=True),
-                     IntRange("cg_iters", 4, 12), Choice("constant_pull", (False, True))],
-        "geodesic_aligned": [LogRange("aligned_eta", 0.1, 2.0),
-                             LogRange("aligned_anchor", 0.1, 10.0, or_zero=True),
-                             IntRange("aligned_cg_iters", 4, 12),
-                             Choice("aligned_constant_pull", (False, True))],
-        "linear": [],
-        "aligned": [],
-        "bezier": [LogRange("bezier_lr", 1e-3, 0.3), Choice("bezier_momentum", (0.0, 0.5, 0.9))],
-        "bezier_aligned": [LogRange("bezier_aligned_lr", 1e-3, 0.3),
-                           Choice("bezier_aligned_momentum", (0.0, 0.5, 0.9))],
-    },
-}
-
 
 def methods_of(application: str, settings) -> list[str]:
     """The methods of the application's settings that are tuned, in the order they run."""
@@ -125,7 +74,7 @@ class TuningInputs:
     models: dict[int, nn.Module]
     device: Any = "cpu"  # torch.device of the base networks
     budgets: dict[str, dict[str, float]] = field(default_factory=dict)  # the geodesic's
-    sequences: int = 1  # continual: task sequences; sparsify: base networks (s.seed, +1, ...)
+    sequences: int = 1  # continual: task sequences; sparsify: base networks; connect: pairs
 
 
 @dataclass
@@ -220,30 +169,52 @@ def _continual(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
     return Outcome(statistics.fmean(means.values()), evals, seconds, means)
 
 
-class RunningMinimum(Callback):
-    """Reports the minimum validation accuracy seen so far along a traversal."""
+def connect_pairs(seeds: list[int], sequences: int) -> list[tuple[int, int]]:
+    """The pairs of base networks a connect trial walks between: (seeds[0] + 2k,
+    seeds[1] + 2k) for k < ``sequences`` (seeds [0, 1]: (0, 1), (2, 3), ...)."""
+    return [(seeds[0] + 2 * k, seeds[1] + 2 * k) for k in range(sequences)]
 
-    def __init__(self, report: Report):
+
+class RunningMinimum(Callback):
+    """Reports the running estimate of a connect trial's score: the mean of the finished
+    pairs' minimum validation accuracies (``finished``) and the minimum seen so far along this
+    traversal, at steps numbered on from ``first``."""
+
+    def __init__(self, report: Report, finished: list[float] = (), first: int = 0):
         self.report, self.low = report, math.inf
+        self.finished, self.first = list(finished), first
 
     def on_step(self, record: dict, w: Tensor) -> None:
         if "val_acc" in record:
             self.low = min(self.low, record["val_acc"])
-            self.report(record["step"], self.low)
+            self.report(self.first + record["step"], statistics.fmean([*self.finished,
+                                                                        self.low]))
 
 
 def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
+    """Mean over ``inputs.sequences`` pairs (:func:`connect_pairs`) of the minimum validation
+    accuracy along the method's path."""
     from geodesic.connect.run import GEODESICS, endpoints, run_curve, run_geodesic
 
-    first, second = (copy.deepcopy(inputs.models[seed]) for seed in s.seeds)
-    ends = endpoints(first, second, inputs.data, s.bn_inputs, s.metric_batch)
-    if method in GEODESICS:
-        result = run_geodesic(ends, s, callbacks=(RunningMinimum(report),), name=method)
-    else:
-        result = run_curve(method, ends, s)
-    m = result.metrics
-    return Outcome(m["val_min_acc"], m["grad_evals"], m["seconds"],
-                   {"val_min_acc": m["val_min_acc"], "val_barrier": m["val_barrier"]})
+    mins, barriers, evals, seconds = [], [], 0.0, 0.0
+    for k, pair in enumerate(connect_pairs(s.seeds, inputs.sequences)):
+        first, second = (copy.deepcopy(inputs.models[seed]) for seed in pair)
+        ends = endpoints(first, second, inputs.data, s.bn_inputs, s.metric_batch)
+        if method in GEODESICS:
+            tracker = RunningMinimum(report, mins, k * (s.max_steps + 1))
+            result = run_geodesic(ends, s, callbacks=(tracker,), name=method)
+        else:
+            result = run_curve(method, ends, s)
+        m = result.metrics
+        mins.append(m["val_min_acc"])
+        barriers.append(m["val_barrier"])
+        evals += m["grad_evals"] / inputs.sequences
+        seconds += m["seconds"] / inputs.sequences
+    details = {"val_min_acc": statistics.fmean(mins), "val_barrier": statistics.fmean(barriers)}
+    if inputs.sequences > 1:
+        details["pairs"] = {f"{a}-{b}": low for (a, b), low in
+                            zip(connect_pairs(s.seeds, inputs.sequences), mins)}
+    return Outcome(statistics.fmean(mins), evals, seconds, details)
 
 
 class TaskMeanReport(Callback):

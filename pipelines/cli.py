@@ -121,7 +121,8 @@ def parser() -> argparse.ArgumentParser:
     tune.add_argument("--sequences", type=int, default=1,
                       help="continual: score each trial on the mean validation ACC over this "
                       "many task sequences (seeds continual.seed, +1, ...); sparsify: over this "
-                      "many base networks (seeds sparsify.seed, +1, ...; default 1)")
+                      "many base networks (seeds sparsify.seed, +1, ...); connect: over this "
+                      "many pairs (connect.seeds, each seed +2, ...; default 1)")
 
     results = sub.add_parser("results", help="an application's table over seeds on a preset",
                              description="Run the application once per seed as DVC experiment "

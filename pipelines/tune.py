@@ -31,8 +31,8 @@ from geodesic.common.data import load_saved
 from geodesic.core.device import resolve_device
 from geodesic.core.settings import ParamsError, parse_section, to_dict
 from geodesic.params import Params, load_params
-from geodesic.tuning import (APPLICATIONS, SPACES, TuningInputs, methods_of, run_trial,
-                             validation_only)
+from geodesic.tuning import (APPLICATIONS, SPACES, TuningInputs, connect_pairs, methods_of,
+                             run_trial, validation_only)
 from pipelines.tune_report import write_report
 
 log = logging.getLogger("pipelines.tune")
@@ -47,12 +47,12 @@ def check_request(application: str, params: Params, methods: list[str] | None,
         raise ParamsError("application", application, f"one of {', '.join(APPLICATIONS)}")
     if trials < 1:
         raise ParamsError("--trials", trials, ">= 1")
-    if sequences < 1 or (sequences > 1 and application not in ("continual", "sparsify")):
-        raise ParamsError("--sequences", sequences, ">= 1, and 1 unless the application is "
-                          "continual or sparsify (the others score one base network or pair)")
+    if sequences < 1 or (sequences > 1 and application == "hybrid"):
+        raise ParamsError("--sequences", sequences, ">= 1, and 1 for hybrid (its trials score "
+                          "the one base network they train)")
     missing = sorted(set(base_seeds(params, application, sequences)) - set(params.train.seeds))
     if missing:
-        key, value = (("--sequences", sequences) if application == "sparsify" else
+        key, value = (("--sequences", sequences) if sequences > 1 else
                       (f"{application}.seeds", getattr(params, application).seeds))
         raise ParamsError(key, value, f"base networks the train stage trains: "
                           f"seeds {missing} are not in train.seeds {params.train.seeds}")
@@ -68,11 +68,14 @@ def check_request(application: str, params: Params, methods: list[str] | None,
 
 
 def base_seeds(params: Params, application: str, sequences: int = 1) -> list[int]:
-    """The base networks a trial starts from (sparsify: ``sequences`` of them)."""
+    """The base networks a trial starts from (sparsify: ``sequences`` of them; connect: the
+    ``sequences`` pairs of :func:`geodesic.tuning.connect_pairs`)."""
     settings = getattr(params, application)
     if application == "sparsify":
         return list(range(settings.seed, settings.seed + sequences))
-    return settings.seeds if application == "connect" else []
+    if application == "connect":
+        return [seed for pair in connect_pairs(settings.seeds, sequences) for seed in pair]
+    return []
 
 
 def study_folder(root: Path, params: Params, application: str, sequences: int = 1) -> Path:
@@ -264,7 +267,7 @@ def tune_application(project: str | Path, application: str, trials: int = 20,
                      sequences: int = 1) -> dict:
     """Tune every method of ``application`` in ``project`` (after ``dvc repro train``);
     continual trials score ``sequences`` task sequences, sparsify trials ``sequences`` base
-    networks. Returns the report's content."""
+    networks, connect trials ``sequences`` pairs of them. Returns the report's content."""
     root = Path(project).resolve()
     params = load_params(root / "params.yaml")
     chosen_methods = check_request(application, params, methods, trials, sequences)

@@ -27,11 +27,16 @@ def _space(space: list[dict]) -> str:
     return "; ".join(parts)
 
 
+# what ``--sequences`` counts for each application
+SEQUENCES = {"continual": "task sequences", "sparsify": "base networks",
+             "connect": "pairs of base networks", "hybrid": "base networks"}
+
+
 def markdown(doc: dict) -> str:
     lines = [f"# Tuning `{doc['application']}` on `{doc['preset']}`", "",
              f"Optuna TPE (seed {doc['seed']}), median pruning, {doc['trials']} trials per "
              "method with hyperparameters; scores on the validation split only"
-             + (f", each the mean over {doc['sequences']} task sequences"
+             + (f", each the mean over {doc['sequences']} {SEQUENCES[doc['application']]}"
                 if doc.get("sequences", 1) > 1 else "") + ".", "",
              "| method | search space | trials (complete / pruned / failed) | chosen values | "
              "validation score | evaluations | seconds |", "|---|---|---|---|---|---|---|"]

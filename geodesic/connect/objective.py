@@ -21,9 +21,11 @@ Milestones: ``arrived`` (the point where the distance fell to tol, before the fi
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from geodesic.core.objectives import TowardTarget
+from geodesic.core.metric import FunctionalMetric
+from geodesic.core.objectives import Anchor, Objective, TowardTarget, combined
 
 
 class Connect(TowardTarget):
@@ -58,3 +60,37 @@ class Connect(TowardTarget):
     def progress(self, w: Tensor) -> dict[str, float]:
         distance = self.distance(w)
         return {"distance": distance, "distance_rel": distance / max(self.scale, 1e-30)}
+
+
+class InterpolatedAnchor(Objective):
+    """v = -grad_w D(f(w), z_t),  z_t = (1 - t) f(x; w1) + t f(x; w2),
+    t = clip(1 - ||w2 - w|| / ||w2 - w1||, 0, 1): the anchor's pull aimed, instead of at w2's
+    outputs, at the interpolation of the two endpoints' outputs at the walk's progress t (their
+    logit ensemble at t = 1/2), so the function travels from f1 to f2 as the weights do.
+
+    ``start`` is a metric over the same pool whose reference is w1 (its outputs are computed
+    once per pool and BatchNorm state, as the walk's metric computes w2's); the walk's metric
+    supplies w2's."""
+
+    def __init__(self, connect: Connect, start: FunctionalMetric):
+        self.connect, self.start = connect, start
+
+    def progress_fraction(self, w: Tensor) -> float:
+        return min(max(1.0 - self.connect.distance(w) / max(self.connect.scale, 1e-30), 0.0), 1.0)
+
+    def direction(self, w: Tensor, local) -> Tensor:
+        t = self.progress_fraction(w)
+        z_t = torch.lerp(local.reference_outputs(self.start), local.reference_outputs(), t)
+        return -local.distance_gradient(z_t)
+
+
+def connect_objective(connect: Connect, metric: FunctionalMetric, w1: Tensor, anchor: float,
+                      anchor_target: str = "w2") -> Objective:
+    """v = (w2 - w) - alpha grad D(w) for a walk whose metric's reference is w2: D the output
+    distance to w2's outputs (``w2``, :class:`Anchor`) or to their interpolation with w1's
+    (``interpolated``, :class:`InterpolatedAnchor`); the connect objective alone when alpha = 0."""
+    if anchor_target == "w2" or anchor == 0:
+        return combined(connect, (anchor, Anchor()))
+    start = FunctionalMetric(metric.model, metric.inputs, metric.output, metric.batch_size,
+                             reference=w1, fast=False)
+    return combined(connect, (anchor, InterpolatedAnchor(connect, start)))

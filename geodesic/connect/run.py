@@ -10,8 +10,9 @@ in gradient evaluations (``evals``): metric-vector products, pullbacks and SGD s
 
 The geodesic's direction is v = (w2 - w) - alpha grad D2(w) with alpha = ``anchor``:
 :class:`Connect` composed with alpha :class:`Anchor`, the metric's reference network being w2,
-so D2 = 1/2 E||f(x; w) - f(x; w2)||^2 on the metric batch (no labels). alpha = 0 is the plain
-paper form v = w2 - w.
+so D2 = 1/2 E||f(x; w) - f(x; w2)||^2 on the metric batch (no labels); with ``anchor_target:
+interpolated`` D2 measures the distance to (1 - t) f(x; w1) + t f(x; w2) at the walk's progress
+t instead (:class:`InterpolatedAnchor`). alpha = 0 is the plain paper form v = w2 - w.
 
 Every method walks to one of two targets that compute the same function: w2 itself, or pi(w2),
 w2 with its hidden units permuted to match w1 (:func:`geodesic.connect.alignment.weight_matching`,
@@ -34,10 +35,9 @@ from geodesic.common.evaluate import (AccuracyCallback, BatchNormRefresh, path_m
                                       recalibrate_batchnorm, score_curve, score_weights)
 from geodesic.connect.alignment import Alignment, weight_matching
 from geodesic.connect.curves import CURVES, BezierTraining, Plane
-from geodesic.connect.objective import Connect
+from geodesic.connect.objective import Connect, connect_objective
 from geodesic.core.io import load_tensors
 from geodesic.core.metric import FunctionalMetric
-from geodesic.core.objectives import anchored
 from geodesic.core.path import StateCheckpoints, checkpoint_files, checkpoint_step
 from geodesic.core.registry import Registry
 from geodesic.core.space import ParameterSpace
@@ -160,7 +160,7 @@ def run_geodesic(ends: Endpoints, s, directory=None, plane: Plane | None = None,
                               batch_size=s.metric_batch, seed=s.seed, reference=ends.w2,
                               **s.metric_options())
     connect = Connect(ends.w1, ends.w2, s.eps, s.constant_pull)
-    objective = anchored(connect, s.anchor)
+    objective = connect_objective(connect, metric, ends.w1, s.anchor, s.anchor_target)
     scoring = [Timed(AccuracyCallback(model, ends.space, split, s.eval_every, key=name,
                                       recalibrate=ends.bn_inputs))
                for name, split in ends.splits().items()]

@@ -9,10 +9,12 @@ from geodesic.core.settings import GeodesicSettings, ParamsError, setting
 
 CURVE_NAMES = ("linear", "bezier", "aligned", "bezier_aligned")
 GEODESIC_NAMES = ("geodesic", "geodesic_aligned")
+ANCHOR_TARGETS = ("w2", "interpolated")
 # method -> {setting: the key that replaces it for that method when set}
 OWN_VALUES = {"geodesic_aligned": {"eta": "aligned_eta", "anchor": "aligned_anchor",
                                    "cg_iters": "aligned_cg_iters",
-                                   "constant_pull": "aligned_constant_pull"},
+                                   "constant_pull": "aligned_constant_pull",
+                                   "anchor_target": "aligned_anchor_target"},
               "bezier_aligned": {"bezier_lr": "bezier_aligned_lr",
                                  "bezier_momentum": "bezier_aligned_momentum"}}
 
@@ -33,6 +35,10 @@ class ConnectSettings(GeodesicSettings):
     constant_pull: bool = setting(False, "v = ||w1 - w2|| (w2 - w) / ||w2 - w||: the pull toward "
                                   "w2 keeps its strength as the walk nears it (false: v = w2 - "
                                   "w, the paper's, whose steps shrink with the distance left)")
+    anchor_target: str = setting("w2", "the outputs the anchor pulls toward: w2 (w2's, D2 "
+                                 "above) or interpolated ((1 - t) f(x; w1) + t f(x; w2), t the "
+                                 "walk's progress 1 - ||w2 - w|| / ||w2 - w1||)",
+                                 choices=ANCHOR_TARGETS)
     seed: int = setting(0, "seed of the metric batches and of the Bezier training", low=0)
     geodesics: list[str] = setting(list(GEODESIC_NAMES), "geodesics walked: geodesic from w1 to "
                                    "w2 (the paper's), geodesic_aligned from w1 to pi(w2), w2 "
@@ -62,6 +68,9 @@ class ConnectSettings(GeodesicSettings):
                                            "cg_iters)", low=1)
     aligned_constant_pull: bool | None = setting(None, "constant_pull of geodesic_aligned "
                                                  "(null: constant_pull)")
+    aligned_anchor_target: str | None = setting(None, "anchor_target of geodesic_aligned "
+                                                "(null: anchor_target)",
+                                                choices=ANCHOR_TARGETS)
     bezier_aligned_lr: float | None = setting(None, "bezier_lr of bezier_aligned (null: "
                                               "bezier_lr)", low=0.0, low_open=True)
     bezier_aligned_momentum: float | None = setting(None, "bezier_momentum of bezier_aligned "

@@ -274,15 +274,20 @@ class LocalMetric:
         self.metric.evals = evals
         return quad
 
-    def distance_gradient(self) -> Tensor:
-        """grad_w D(w), D = (1/|B|) sum_{x in B} h_x d(f(x; w), f(x; w0)): the mean output
-        distance to the reference over the batch, h_x = 0 on the pool rows the metric does not
-        hold (``FunctionalMetric(held=...)``) and 1 elsewhere."""
+    def reference_outputs(self, metric: FunctionalMetric | None = None) -> Tensor:
+        """z0 = f(x; w0) on this batch, w0 the reference of ``metric`` (default: this point's
+        metric; another metric must draw from the same pool), without gradient."""
+        metric = self.metric if metric is None else metric
         if self.rows is not None:
-            z0 = self.metric.reference_outputs(self.rows)
-        else:
-            with torch.no_grad():
-                z0 = self.metric.function(self.metric.reference, self.x)
+            return metric.reference_outputs(self.rows)
+        with torch.no_grad():
+            return metric.function(metric.reference, self.x)
+
+    def distance_gradient(self, z0: Tensor | None = None) -> Tensor:
+        """grad_w D(w), D = (1/|B|) sum_{x in B} h_x d(f(x; w), z0_x): the mean output distance
+        to ``z0`` (default: the reference's outputs f(x; w0)) over the batch, h_x = 0 on the
+        pool rows the metric does not hold (``FunctionalMetric(held=...)``) and 1 elsewhere."""
+        z0 = self.reference_outputs() if z0 is None else z0
         self.metric.evals += 1
         u = output_distance_gradient(self.metric.output, self.z, z0)
         if self.metric.held is not None and self.rows is not None:

@@ -154,7 +154,14 @@ class Combined(Objective):
                                  if k.startswith(prefix)})
 
 
+def combined(first: Objective, *others: tuple[float, Objective]) -> Objective:
+    """v = v_first + sum_i beta_i v_i over the ``others`` with beta_i > 0 (a part weighted 0
+    costs nothing); ``first`` itself when none is."""
+    parts = [(beta, obj) for beta, obj in others if beta > 0]
+    return Combined([(1.0, first), *parts]) if parts else first
+
+
 def anchored(objective: Objective, alpha: float) -> Objective:
     """v = v_objective - alpha grad D (the pull back to the starting function); the objective
     itself when alpha is 0."""
-    return Combined([(1.0, objective), (alpha, Anchor())]) if alpha > 0 else objective
+    return combined(objective, (alpha, Anchor()))

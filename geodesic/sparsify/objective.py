@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from geodesic.common.evaluate import score_weights
-from geodesic.core.objectives import Anchor, Combined, Objective
+from geodesic.core.objectives import Anchor, Objective, combined
 from geodesic.core.task_loss import TaskLoss
 from geodesic.core.traverse import Callback
 from geodesic.sparsify.masks import MagnitudeProjection
@@ -164,9 +164,4 @@ class UnmaskedScore(Callback):
 def build_sparsify_objective(sparsify: Sparsify, anchor: float = 0.0,
                              task: TaskLoss | None = None, task_beta: float = 0.0) -> Objective:
     """v = (P_p(w) - w) - anchor grad D(w) - task_beta grad L_task(w); plain when both are 0."""
-    parts: list[tuple[float, Objective]] = [(1.0, sparsify)]
-    if anchor > 0:
-        parts.append((anchor, Anchor()))
-    if task is not None and task_beta > 0:
-        parts.append((task_beta, task))
-    return sparsify if len(parts) == 1 else Combined(parts)
+    return combined(sparsify, (anchor, Anchor()), (task_beta if task is not None else 0.0, task))

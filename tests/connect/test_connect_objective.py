@@ -1,11 +1,13 @@
 """The Connect objective on a tiny network: the walk arrives within eps and joins w2, never
-overshoots it, stops where its budget ends, and with the constant pull does not crawl near w2."""
+overshoots it, stops where its budget ends, and with the constant pull does not crawl near w2;
+the anchor pulls toward w2's outputs or toward their interpolation with w1's."""
 import pytest
 import torch
 
-from geodesic.connect.objective import Connect
+from geodesic.connect.objective import Connect, InterpolatedAnchor, connect_objective
 from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.metric import FunctionalMetric
+from geodesic.core.objectives import Anchor
 from geodesic.core.traverse import traverse
 from tests.conftest import tiny_mlp
 
@@ -74,3 +76,39 @@ def test_a_walk_out_of_budget_stops_where_it_is():
     assert set(path.milestones) == {"stopped"}
     assert torch.equal(path.weights, objective.end)
     assert path.records[-1]["distance_rel"] > 0.05
+
+
+@pytest.mark.parametrize("batch", [None, 5])  # the whole pool, or drawn rows of it
+def test_the_interpolated_anchor_is_the_gradient_of_the_distance_to_the_output_interpolation(
+        float64, batch):
+    """v = -grad_w 1/2 mean ||f(x; w) - ((1 - t) f(x; w1) + t f(x; w2))||^2 with t = 1 -
+    ||w2 - w|| / ||w2 - w1||, against autograd on the batch the metric drew."""
+    model = tiny_mlp(0).double()
+    x = torch.randn(12, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    w1 = FunctionalMetric(model, x).space.get(model)
+    w2 = w1 + torch.randn(w1.shape, generator=torch.Generator().manual_seed(4),
+                          dtype=torch.float64)
+    metric = FunctionalMetric(model, x, batch_size=batch, reference=w2, seed=1)
+    objective = connect_objective(Connect(w1, w2, 0.01), metric, w1, 1.0, "interpolated")
+    anchor = objective.parts[1][1]
+    assert isinstance(anchor, InterpolatedAnchor)
+    w = w1 + 0.3 * (w2 - w1) + 0.05 * torch.randn(w1.shape, dtype=torch.float64)
+    local = metric.at(w)
+    rows = local.x
+    t = 1 - float((w2 - w).norm() / (w2 - w1).norm())
+    assert anchor.progress_fraction(w) == pytest.approx(t, abs=1e-12) and 0 < t < 1
+    z_t = (1 - t) * metric.function(w1, rows) + t * metric.function(w2, rows)
+    dist = lambda v: 0.5 * ((metric.function(v, rows) - z_t) ** 2).sum() / len(rows)
+    assert torch.allclose(anchor.direction(w, local), -torch.func.grad(dist)(w), atol=1e-10)
+    assert anchor.progress_fraction(w2) == 1.0 and anchor.progress_fraction(w1 - w2) == 0.0
+
+
+def test_the_anchor_toward_w2_is_the_plain_anchor_and_a_zero_anchor_adds_nothing():
+    model = tiny_mlp(0)
+    x = torch.randn(8, 6)
+    metric = FunctionalMetric(model, x)
+    w1 = metric.space.get(model)
+    connect = Connect(w1, w1 + 1, 0.01)
+    assert isinstance(connect_objective(connect, metric, w1, 0.5, "w2").parts[1][1], Anchor)
+    for target in ("w2", "interpolated"):
+        assert connect_objective(connect, metric, w1, 0.0, target) is connect

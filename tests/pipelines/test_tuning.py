@@ -201,6 +201,33 @@ def test_sparsify_trials_average_the_base_networks_with_each_networks_budgets(pr
     assert tuned.evals == pytest.approx(sum(spent.values()) / 2)
 
 
+def test_connect_trials_average_the_pairs_of_base_networks(project):
+    """sequences=2 walks pairs (seeds[0], seeds[1]) and (seeds[0] + 2, seeds[1] + 2) and scores
+    the mean of their minima; the running estimate reported on the second pair counts the
+    first pair's minimum."""
+    import dataclasses
+
+    from geodesic.tuning import connect_pairs
+    from stages.common import load_base_model
+    params = load_params(project / "params.yaml")
+    data = validation_only(load_saved(project / DATASET))
+    assert connect_pairs([0, 1], 3) == [(0, 1), (2, 3), (4, 5)]
+    net = {s: load_base_model(params, data, s) for s in (0, 1)}
+    inputs = TuningInputs(params, data, {0: net[0], 1: net[1], 2: net[1], 3: net[0]})
+    s = params.connect
+    single = [run_trial("connect", "geodesic", dataclasses.replace(s, seeds=pair), inputs)
+              for pair in ([0, 1], [1, 0])]
+    reports = []
+    both = run_trial("connect", "geodesic", s, dataclasses.replace(inputs, sequences=2),
+                     lambda step, value: reports.append((step, value)))
+    assert both.score == pytest.approx((single[0].score + single[1].score) / 2, abs=1e-12)
+    assert both.details["pairs"] == {"0-1": single[0].score, "2-3": single[1].score}
+    assert both.evals == pytest.approx((single[0].evals + single[1].evals) / 2)
+    later = [v for step, v in reports if step > s.max_steps]
+    assert later and later[-1] == pytest.approx(both.score, abs=1e-12)
+    assert [step for step, _ in reports] == sorted(step for step, _ in reports)
+
+
 def test_aligned_methods_are_tuned_on_their_own_keys(project):
     params = load_params(project / "params.yaml")
     from geodesic.tuning import methods_of
@@ -208,7 +235,7 @@ def test_aligned_methods_are_tuned_on_their_own_keys(project):
     assert methods_of("connect", s) == ["geodesic", "geodesic_aligned", "linear", "bezier"]
     keys = {m: {d.key for d in SPACES["connect"][m]} for m in SPACES["connect"]}
     assert keys["geodesic_aligned"] == {"aligned_eta", "aligned_anchor", "aligned_cg_iters",
-                                        "aligned_constant_pull"}
+                                        "aligned_constant_pull", "aligned_anchor_target"}
     assert keys["bezier_aligned"] == {"bezier_aligned_lr", "bezier_aligned_momentum"}
     assert not keys["geodesic"] & keys["geodesic_aligned"]
     assert not keys["bezier"] & keys["bezier_aligned"]
@@ -237,11 +264,13 @@ def test_bad_requests_are_refused_before_anything_runs(project):
         with pytest.raises(ParamsError) as err:
             check_request(args[0], params, args[1], args[2])
         assert err.value.key == key
-    for application, sequences in [("connect", 2), ("continual", 0)]:
+    for application, sequences in [("hybrid", 2), ("continual", 0)]:
         with pytest.raises(ParamsError, match="--sequences"):
             check_request(application, params, None, 5, sequences)
     with pytest.raises(ParamsError, match=r"seeds \[2\] are not in train.seeds \[0, 1\]"):
         check_request("sparsify", params, None, 5, 3)  # the project trains seeds 0 and 1
+    with pytest.raises(ParamsError, match=r"seeds \[2, 3\] are not in train.seeds"):
+        check_request("connect", params, None, 5, 2)  # pairs (0, 1) and (2, 3)
     assert check_request("sparsify", params, None, 5, 2)
     assert check_request("continual", params, None, 5, 3)
     assert check_request("sparsify", params, ["magnitude_finetune", "geodesic"], 5) == [
