@@ -222,7 +222,9 @@ class TaskMeanReport(Callback):
     traversal reaches (the baselines have no intermediate scores: they are never pruned)."""
 
     def __init__(self, s, report: Report):
-        self.names = [repr(float(p)) for p in s.levels]
+        from geodesic.sparsify.objective import level_name
+
+        self.names = [level_name(p) for p in s.levels]
         self.tasks, self.report = s.n_tasks, report
 
     def on_milestone(self, name: str, record: dict, w: Tensor) -> None:

@@ -25,6 +25,7 @@ from geodesic import tracking
 from geodesic.common.evaluate import accuracy, network_at
 from geodesic.core.io import save_tensors
 from geodesic.params import Params
+from geodesic.sparsify.objective import level_name
 from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext, score
 from geodesic.sparsify.report import write_plots
 from stages.common import (DATASET, METRICS, PATHS, PLOTS, checkpoint_dir, load_base_model, main,
@@ -51,7 +52,7 @@ def sparsify_stage(params: Params) -> None:
     dense_val = accuracy(model, ctx.split("val"))[0]
     table = {"dense": {"test_acc": dense_test, "val_acc": dense_val}, "methods": {}}
     resume = checkpoint_dir("sparsify", params, SECTIONS, (DATASET.parent, model_file(s.seed)))
-    levels = [repr(float(p)) for p in s.levels]
+    levels = [level_name(p) for p in s.levels]
     with tracking.stage_run("sparsify", params_dict(params, *SECTIONS),
                             preset=params.preset.label,
                             resumed_from=resumed_from(resume)):
