@@ -45,6 +45,7 @@ from geodesic.continual.run import BENCHMARKS, METHODS, run_sequence
 from geodesic.core.traverse import Callback
 from geodesic.search_space import (  # noqa: F401 (re-exported)
     SPACES, Choice, Dimension, IntRange, LogRange, StepSplit)
+from geodesic.sparsify.objective import level_name
 
 Report = Callable[[int, float], None]
 SPARSIFY_FROM_LEVEL = 0.9
@@ -93,8 +94,6 @@ def run_trial(application: str, method: str, settings, inputs: TuningInputs,
 
 def scored_levels(levels: list[float]) -> list[str]:
     """The level names a sparsify trial's score averages: those >= 0.9, or all if none is."""
-    from geodesic.sparsify.objective import level_name
-
     names = [level_name(p) for p in levels]
     return [n for n in names if float(n) >= SPARSIFY_FROM_LEVEL] or names
 
@@ -196,8 +195,9 @@ def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
     accuracy along the method's path."""
     from geodesic.connect.run import GEODESICS, endpoints, run_curve, run_geodesic
 
+    pairs = connect_pairs(s.seeds, inputs.sequences)
     mins, barriers, evals, seconds = [], [], 0.0, 0.0
-    for k, pair in enumerate(connect_pairs(s.seeds, inputs.sequences)):
+    for k, pair in enumerate(pairs):
         first, second = (copy.deepcopy(inputs.models[seed]) for seed in pair)
         ends = endpoints(first, second, inputs.data, s.bn_inputs, s.metric_batch)
         if method in GEODESICS:
@@ -212,8 +212,7 @@ def _connect(method: str, s, inputs: TuningInputs, report: Report) -> Outcome:
         seconds += m["seconds"] / inputs.sequences
     details = {"val_min_acc": statistics.fmean(mins), "val_barrier": statistics.fmean(barriers)}
     if inputs.sequences > 1:
-        details["pairs"] = {f"{a}-{b}": low for (a, b), low in
-                            zip(connect_pairs(s.seeds, inputs.sequences), mins)}
+        details["pairs"] = {f"{a}-{b}": low for (a, b), low in zip(pairs, mins)}
     return Outcome(statistics.fmean(mins), evals, seconds, details)
 
 
@@ -222,8 +221,6 @@ class TaskMeanReport(Callback):
     traversal reaches (the baselines have no intermediate scores: they are never pruned)."""
 
     def __init__(self, s, report: Report):
-        from geodesic.sparsify.objective import level_name
-
         self.names = [level_name(p) for p in s.levels]
         self.tasks, self.report = s.n_tasks, report
 

@@ -27,9 +27,9 @@ def _space(space: list[dict]) -> str:
     return "; ".join(parts)
 
 
-# what ``--sequences`` counts for each application
+# what ``--sequences`` counts where it may exceed 1 (hybrid's is always 1)
 SEQUENCES = {"continual": "task sequences", "sparsify": "base networks",
-             "connect": "pairs of base networks", "hybrid": "base networks"}
+             "connect": "pairs of base networks"}
 
 
 def markdown(doc: dict) -> str:
