@@ -2,6 +2,9 @@
 
 Direction (``LearnTask``): v(w) = -grad_w L_t(w), L_t = CE(mask_t(f(x; w)), y) on the next
 minibatch of task t (``TaskBatches``: a seeded, checkpointed order, the same the baselines get).
+With ``memory_labels`` gamma > 0 the memory's labels join the loss as replay uses them:
+v(w) = -grad_w [L_t(w) + gamma CE(mask_i(f(x_i; w)), y_i)] over a memory minibatch
+(``MemoryDraws``; each example on its own task's outputs), one more evaluation a step.
 
 Metric (``MemoryMetric``): on the memory of earlier tasks' inputs, each input i judged on its own
 task's outputs, z_i(w) = mask_{task(i)}(f(x_i; w)):
@@ -26,14 +29,15 @@ back toward the task's starting function on the memory, or adds any other object
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call, grad
 
 from geodesic.common.data import Split
-from geodesic.continual.protocol import (EarlyStop, Memory, TaskBatches, join, masked_logits,
-                                         task_loss)
+from geodesic.continual.protocol import (EarlyStop, Memory, MemoryDraws, TaskBatches, join,
+                                         masked_logits, task_loss)
 from geodesic.core.metric import FunctionalMetric
 from geodesic.core.objectives import Objective
 from geodesic.core.space import eval_mode
@@ -66,13 +70,23 @@ def task_metric(model: nn.Module, memory: Memory, new: Memory | None, output: st
     return MemoryMetric(model, pool, output, batch_size, seed=seed, held=held, **options)
 
 
+@dataclass
+class MemoryLabels:
+    """The memory's labelled examples in the walk's loss, weighted ``gamma``."""
+
+    gamma: float
+    memory: Memory
+    draws: MemoryDraws
+
+
 class LearnTask(Objective):
-    """v = -grad L_t on the task's next minibatch; stops on the budget or on early stopping."""
+    """v = -grad (L_t + gamma L_memory) on the task's next minibatch (and a memory minibatch,
+    with ``labels``); stops on the budget or on early stopping."""
 
     def __init__(self, metric: FunctionalMetric, batches: TaskBatches, mask: Tensor, val: Split,
-                 stop: EarlyStop, budget: int):
+                 stop: EarlyStop, budget: int, labels: MemoryLabels | None = None):
         self.metric, self.batches, self.mask, self.val = metric, batches, mask, val
-        self.stop, self.budget = stop, budget
+        self.stop, self.budget, self.labels = stop, budget, labels
         self.grad_evals = 0
         self._base, self._marks = 0, (metric.evals, 0)
         self.last_spent, self.last_cost, self.stopped = 0, 0, False
@@ -89,12 +103,21 @@ class LearnTask(Objective):
         return self._base + self.metric.evals - self._marks[0] + self.grad_evals - self._marks[1]
 
     def direction(self, w: Tensor, local) -> Tensor:
-        x, y = self.batches.next()
-        device = w.device
-        gradient, loss = grad_and_value(
-            lambda v: task_loss(self.function(v, x.to(device)), y.to(device), self.mask))(w)
-        self.grad_evals += 1
-        self.batch_loss = float(loss)
+        x, y = (v.to(w.device) for v in self.batches.next())
+        batches = [(1.0, x, y, self.mask)]
+        if self.labels is not None:
+            memory = self.labels.memory
+            index = self.labels.draws.next(len(memory))
+            batches.append((self.labels.gamma, memory.x[index].to(w.device),
+                            memory.y[index].to(w.device), memory.masks[index]))
+
+        def loss(v: Tensor) -> tuple[Tensor, Tensor]:
+            parts = [task_loss(self.function(v, bx), by, bm) for _, bx, by, bm in batches]
+            return sum(c * part for (c, *_), part in zip(batches, parts)), parts[0]
+
+        gradient, task = grad(loss, has_aux=True)(w)
+        self.grad_evals += len(batches)
+        self.batch_loss = float(task)
         return -gradient
 
     @torch.no_grad()
@@ -127,7 +150,10 @@ class LearnTask(Objective):
 
     def state_dict(self) -> dict[str, Tensor]:
         counters = torch.tensor([self.spent(), self.last_spent, self.last_cost, self.stopped])
-        return {"counters": counters, **self.batches.state_dict(), **self.stop.state_dict()}
+        labels = {} if self.labels is None else \
+            {f"labels.{k}": v for k, v in self.labels.draws.state_dict().items()}
+        return {"counters": counters, **self.batches.state_dict(), **self.stop.state_dict(),
+                **labels}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         spent, self.last_spent, self.last_cost, stopped = state["counters"].tolist()
@@ -135,3 +161,6 @@ class LearnTask(Objective):
             bool(stopped)
         self.batches.load_state_dict(state)
         self.stop.load_state_dict(state)
+        if self.labels is not None:
+            self.labels.draws.load_state_dict({k[len("labels."):]: v for k, v in state.items()
+                                               if k.startswith("labels.")})

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from geodesic.continual.protocol import masked_logits, task_loss
+from geodesic.continual.protocol import MemoryDraws, masked_logits, task_loss
 from geodesic.core.space import eval_mode
 
 
@@ -199,14 +199,13 @@ class LwF(Plugin):
 
 class Replay(Plugin):
     def __init__(self, batch_size: int, seed: int = 0):
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.draws = MemoryDraws(batch_size, seed)
 
     def memory_batch(self, ctx) -> tuple[Tensor, Tensor]:
         """A random minibatch of the memory (its indices) and the network's logits on it: one
         more evaluation."""
         memory = ctx.memory
-        index = torch.randperm(len(memory), generator=self.generator)[: self.batch_size]
+        index = self.draws.next(len(memory))
         ctx.evals += 1
         return index, ctx.model(memory.x[index].to(ctx.device))
 
@@ -221,10 +220,10 @@ class Replay(Plugin):
         return self.label_loss(ctx, *self.memory_batch(ctx))
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return self.draws.state_dict()
 
     def load_state_dict(self, ctx, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.draws.load_state_dict(state)
 
 
 class DarkReplay(Replay):

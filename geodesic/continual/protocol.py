@@ -96,6 +96,24 @@ class TaskBatches:
         self.order, self.position = state["order"].clone(), int(state["position"])
 
 
+class MemoryDraws:
+    """Random minibatches of memory indices: the first ``batch_size`` of a seeded permutation
+    of the memory, drawn anew each time (the memory grows between tasks)."""
+
+    def __init__(self, batch_size: int, seed: int):
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self, size: int) -> Tensor:
+        return torch.randperm(size, generator=self.generator)[: self.batch_size]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
 class EarlyStop:
     """Validation every ``every`` evaluations; stop after ``patience`` checks that did not lower
     the best loss (``patience = 0``: never stop early)."""

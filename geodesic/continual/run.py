@@ -19,6 +19,9 @@ Learners (registry ``METHODS``, built from the ``continual`` settings):
                False, so the anchor does not pull them back): g then measures the change of
                the new task's outputs as well, and each step is damped where the new task's
                loss curves, not only where the memory's outputs move.
+    geodesic_replay   the paper's walk with the memory's labels in its loss (``memory_labels``
+               gamma, a ``replay_batch`` of the memory a step, as replay and DER++ draw it):
+               the metric holds the memory's outputs, the labels pull them toward the truth.
     finetune, ewc, si, lwf, replay   the baseline template with that method's plugins.
 
 Callbacks see the steps of all tasks on one step axis (``Shifted``), one record per
@@ -38,9 +41,10 @@ from torch import nn
 
 from geodesic.common.evaluate import AccuracyCallback
 from geodesic.continual.baselines import BASELINES, Template
-from geodesic.continual.objective import LearnTask, task_metric
-from geodesic.continual.protocol import (EarlyStop, MaskedModel, Memory, TaskBatches, empty_memory,
-                                         join, output_mask, task_memory, task_scores)
+from geodesic.continual.objective import LearnTask, MemoryLabels, task_metric
+from geodesic.continual.protocol import (EarlyStop, MaskedModel, Memory, MemoryDraws, TaskBatches,
+                                         empty_memory, join, output_mask, task_memory,
+                                         task_scores)
 from geodesic.continual.tasks import Task, class_split, permuted
 from geodesic.core.objectives import anchored
 from geodesic.core.registry import Registry
@@ -66,8 +70,11 @@ class GeodesicLearner:
             if self.task_inputs else None  # not the examples the memory will keep of this task
         metric = task_metric(model, memory, new, s.output, s.metric_batch, seed,
                              **s.metric_options())
+        labels = MemoryLabels(s.memory_labels, memory, MemoryDraws(s.replay_batch, seed)) \
+            if s.memory_labels > 0 else None
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
-                              tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget)
+                              tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget,
+                              labels)
         objective = anchored(objective, s.anchor)
         path = walk(model, objective, metric, s, solver=self.solver, directory=directory,
                     callbacks=callbacks)
@@ -82,6 +89,7 @@ METHODS: Registry = Registry("continual method")
 METHODS.register("geodesic")(GeodesicLearner)
 METHODS.register("geodesic_task_inputs")(
     lambda s: GeodesicLearner(s.for_method("geodesic_task_inputs"), s.task_inputs))
+METHODS.register("geodesic_replay")(lambda s: GeodesicLearner(s.for_method("geodesic_replay")))
 for _name in BASELINES.names():
     METHODS.register(_name)(lambda s, _name=_name: Template(BASELINES.get(_name)(s), s, _name))
 

@@ -8,10 +8,15 @@ from geodesic.core.settings import GeodesicSettings, ParamsError, setting
 
 CONTINUAL_SCENARIOS = ("task-il", "class-il")
 CONTINUAL_BASELINES = ("finetune", "ewc", "si", "lwf", "replay", "derpp")
-CONTINUAL_GEODESICS = ("geodesic", "geodesic_task_inputs")
+CONTINUAL_GEODESICS = ("geodesic", "geodesic_task_inputs", "geodesic_replay")
 OWN_VALUES = {"geodesic_task_inputs": {"eta": "task_inputs_eta", "anchor": "task_inputs_anchor",
                                        "cg_iters": "task_inputs_cg_iters",
-                                       "beta": "task_inputs_beta"}}
+                                       "beta": "task_inputs_beta"},
+              "geodesic_replay": {"eta": "geodesic_replay_eta",
+                                  "anchor": "geodesic_replay_anchor",
+                                  "cg_iters": "geodesic_replay_cg_iters",
+                                  "beta": "geodesic_replay_beta",
+                                  "memory_labels": "geodesic_replay_labels"}}
 
 
 @dataclass
@@ -44,9 +49,10 @@ class ContinualSettings(GeodesicSettings):
     anchor: float = setting(1.0, "alpha: weight of the pull back to the task's starting function "
                             "on the memory (0: none)", low=0.0)
     geodesics: list[str] = setting(["geodesic"], "geodesic walks run: geodesic (the metric on "
-                                   "the memory, the paper's) and geodesic_task_inputs (on the "
+                                   "the memory, the paper's), geodesic_task_inputs (on the "
                                    "memory and task_inputs of the new task's own inputs per "
-                                   "class)", choices=CONTINUAL_GEODESICS)
+                                   "class) and geodesic_replay (the paper's metric, the "
+                                   "memory's labels in the loss)", choices=CONTINUAL_GEODESICS)
     task_inputs: int = setting(20, "geodesic_task_inputs: training inputs per class of the new "
                                "task in the metric's pool (labels unused; never those the "
                                "memory keeps): steps also measure the change of the new "
@@ -59,6 +65,20 @@ class ContinualSettings(GeodesicSettings):
                                                "cg_iters)", low=1)
     task_inputs_beta: float | None = setting(None, "beta of geodesic_task_inputs (null: beta)",
                                              low=0.0, low_open=True)
+    memory_labels: float = setting(0.0, "gamma: weight of the memory's labels (CE on a "
+                                   "replay_batch of the memory) in the walk's loss (0: the "
+                                   "paper's walk, inputs only)", low=0.0)
+    geodesic_replay_labels: float = setting(1.0, "gamma of geodesic_replay, the paper's walk "
+                                            "with the memory's labels in its loss", low=0.0,
+                                            low_open=True)
+    geodesic_replay_eta: float | None = setting(None, "eta of geodesic_replay (null: eta)",
+                                                low=0.0, low_open=True)
+    geodesic_replay_anchor: float | None = setting(None, "anchor of geodesic_replay (null: "
+                                                   "anchor)", low=0.0)
+    geodesic_replay_cg_iters: int | None = setting(None, "cg_iters of geodesic_replay (null: "
+                                                   "cg_iters)", low=1)
+    geodesic_replay_beta: float | None = setting(None, "beta of geodesic_replay (null: beta)",
+                                                 low=0.0, low_open=True)
     lr: float = setting(0.01, "SGD learning rate of the first task (the same for every "
                         "method: nothing is remembered yet)", low=0.0, low_open=True)
     finetune_lr: float = setting(0.01, "finetune: SGD learning rate of the later tasks",
