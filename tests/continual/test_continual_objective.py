@@ -8,9 +8,9 @@ import torch
 from geodesic.common.data import Split
 from geodesic.common.models import build_model
 from geodesic.continual.baselines import Template
-from geodesic.continual.objective import LearnTask, MemoryMetric, task_metric
-from geodesic.continual.protocol import (EarlyStop, TaskBatches, empty_memory, masked_logits,
-                                         output_mask, task_memory)
+from geodesic.continual.objective import LearnTask, MemoryLabels, MemoryMetric, task_metric
+from geodesic.continual.protocol import (EarlyStop, MemoryDraws, TaskBatches, empty_memory, join,
+                                         masked_logits, output_mask, task_loss, task_memory)
 from geodesic.continual.settings import ContinualSettings
 from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.objectives import Anchor, Combined
@@ -37,9 +37,9 @@ def double(tasks):
                                       for part in ("train", "val", "test")}) for t in tasks]
 
 
-def objective(metric, tasks, masks, budget=10**6, patience=0, t=1):
+def objective(metric, tasks, masks, budget=10**6, patience=0, t=1, labels=None):
     return LearnTask(metric, TaskBatches(tasks[t].train, 64, seed=t), masks[t], tasks[t].val,
-                     EarlyStop(every=12, patience=patience), budget)
+                     EarlyStop(every=12, patience=patience), budget, labels)
 
 
 def test_task_il_metric_ignores_the_other_tasks_outputs(tasks):
@@ -147,6 +147,34 @@ def test_the_budget_counts_every_evaluation_and_is_not_exceeded(tasks):
     assert path.records[-1]["evals"] <= 100
 
 
+def test_memory_labels_add_gamma_times_the_memory_s_label_gradient(tasks, float64):
+    """v = -grad [CE_t(batch) + gamma CE(mask_i(f(x_i)), y_i) over a replay_batch of the
+    memory], each example on its own task's outputs (dense autograd, exact); 2 evaluations."""
+    tasks = double(tasks)
+    model, masks = first_task_network(tasks)
+    memory = join(task_memory(tasks[0], masks[0], 4, seed=0),
+                  task_memory(tasks[1], masks[1], 4, seed=1))
+    metric = MemoryMetric(model, memory)
+    w = metric.space.get(model) + 0.05 * torch.randn(metric.space.dim, dtype=torch.float64)
+    learn = objective(metric, tasks, masks, t=2,
+                      labels=MemoryLabels(0.7, memory, MemoryDraws(5, seed=3)))
+    v = learn.direction(w, None)
+    x, y = TaskBatches(tasks[2].train, 64, seed=2).next()
+    index = MemoryDraws(5, seed=3).next(len(memory))
+
+    def loss(u):
+        new = task_loss(learn.function(u, x), y, masks[2])
+        old = task_loss(learn.function(u, memory.x[index]), memory.y[index], memory.masks[index])
+        return new + 0.7 * old
+
+    assert torch.allclose(v, -torch.autograd.functional.jacobian(loss, w), rtol=1e-9,
+                          atol=1e-12)
+    assert learn.grad_evals == 2
+    plain = objective(metric, tasks, masks, t=2)
+    assert not torch.allclose(plain.direction(w, None), v)
+    assert plain.grad_evals == 1
+
+
 def test_early_stopping_ends_the_path_when_validation_loss_stalls(tasks):
     model, masks = first_task_network(tasks)
     metric = MemoryMetric(model, task_memory(tasks[0], masks[0], 5, seed=0))
@@ -197,6 +225,32 @@ def test_geodesic_task_inputs_is_the_geodesic_with_new_inputs_and_its_own_values
     s = ContinualSettings(task_inputs_anchor=3.0, task_inputs_beta=4.0).for_method(
         "geodesic_task_inputs")
     assert (s.anchor, s.eta, s.beta) == (3.0, ContinualSettings().eta, 4.0)
+
+
+def test_geodesic_replay_is_the_geodesic_with_the_memory_s_labels_and_its_own_values(tasks):
+    from geodesic.continual.run import METHODS, run_sequence
+
+    def run(method, **own):
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 8, 8), 10, (32,))
+        s = ContinualSettings(eta=0.5, anchor=1.0, budget=40, patience=0, metric_batch=64,
+                              cg_iters=4, replay_batch=8, **own)
+        result = run_sequence(METHODS.get(method)(s), model, tasks[:2], "class-il", 10,
+                              per_class=5, seed=0)
+        return result, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    (plain, w_plain), (labelled, w_labelled) = run("geodesic"), run(
+        "geodesic_replay", geodesic_replay_labels=2.0)
+    assert plain.matrix[0] == labelled.matrix[0]
+    assert labelled.evals[1] <= 40 and labelled.steps[1] == plain.steps[1]
+    assert labelled.evals[1] - plain.evals[1] == labelled.steps[1]  # one more evaluation a step
+    assert not torch.allclose(w_plain, w_labelled)
+    assert torch.equal(run("geodesic", memory_labels=2.0)[1], w_labelled)  # the same walk
+    assert torch.equal(run("geodesic", geodesic_replay_labels=2.0)[1], w_plain)  # not its key
+    s = ContinualSettings(geodesic_replay_labels=3.0, geodesic_replay_eta=0.2).for_method(
+        "geodesic_replay")
+    assert (s.memory_labels, s.eta, s.anchor) == (3.0, 0.2, ContinualSettings().anchor)
+    assert ContinualSettings().for_method("geodesic").memory_labels == 0.0  # the paper's walk
 
 
 def test_skipping_the_memory_s_draw_gives_disjoint_examples(tasks):
