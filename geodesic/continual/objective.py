@@ -23,6 +23,11 @@ products, pullbacks and gradients, the unit the baselines' forward+backward pass
 in) past ``budget``, judged by the cost of the previous step; or when the new task's validation
 loss, checked every ``stop.every`` evaluations, stopped improving (``EarlyStop``).
 
+Anchor target (``anchor_target``): ``start``, the paper's, pulls back toward the task's starting
+function on the memory (``Anchor``); ``stored`` (``StoredAnchor``) toward the outputs each memory
+example had when it entered the memory (the network at the end of its own task, the targets DER
+replays), so drift does not accumulate from task to task.
+
 Hybrid forms need no new loop code: ``Combined([(1, LearnTask(...)), (alpha, Anchor())])`` pulls
 back toward the task's starting function on the memory, or adds any other objective's direction.
 """
@@ -39,7 +44,7 @@ from geodesic.common.data import Split
 from geodesic.continual.protocol import (EarlyStop, Memory, MemoryDraws, TaskBatches, join,
                                          masked_logits, task_loss)
 from geodesic.core.metric import FunctionalMetric
-from geodesic.core.objectives import Objective
+from geodesic.core.objectives import Anchor, Objective, combined
 from geodesic.core.space import eval_mode
 
 
@@ -77,6 +82,39 @@ class MemoryLabels:
     gamma: float
     memory: Memory
     draws: MemoryDraws
+
+
+class StoredAnchor(Objective):
+    """v = -grad_w (1/|B|) sum_{i in B} h_i d(z_i(w), z*_i): the pull toward fixed ``targets``
+    z*, one row per pool row (B the metric's drawn rows, h_i = 0 on rows it does not hold)."""
+
+    def __init__(self, targets: Tensor):
+        self.targets = targets
+
+    def direction(self, w: Tensor, local) -> Tensor:
+        rows = slice(None) if local.rows is None else local.rows
+        return -local.distance_gradient(self.targets[rows])
+
+
+def memory_outputs(model: nn.Module, memory: Memory, start: int = 0,
+                   batch_size: int = 1024) -> Tensor:
+    """z_i = mask_i(f(x_i)) for the memory's examples from ``start`` on, in eval mode, without
+    gradient."""
+    device = next(model.parameters()).device
+    with torch.no_grad(), eval_mode(model):
+        return torch.cat([masked_logits(model(memory.x[k:k + batch_size].to(device)),
+                                        memory.masks[k:k + batch_size])
+                          for k in range(start, len(memory), batch_size)])
+
+
+def anchor_toward(objective: Objective, alpha: float, target: str, metric: FunctionalMetric,
+                  stored: Tensor) -> Objective:
+    """v_objective - alpha grad D, D to the task's starting outputs (``start``) or to the
+    ``stored`` outputs of the memory's rows (``stored``; the pool's other rows are not held)."""
+    if target == "start":
+        return combined(objective, (alpha, Anchor()))
+    pad = stored.new_zeros(len(metric.inputs) - len(stored), *stored.shape[1:])
+    return combined(objective, (alpha, StoredAnchor(torch.cat([stored, pad]))))
 
 
 class LearnTask(Objective):

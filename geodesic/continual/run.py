@@ -37,16 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from geodesic.common.evaluate import AccuracyCallback
 from geodesic.continual.baselines import BASELINES, Template
-from geodesic.continual.objective import LearnTask, MemoryLabels, task_metric
+from geodesic.continual.objective import (LearnTask, MemoryLabels, anchor_toward, memory_outputs,
+                                         task_metric)
 from geodesic.continual.protocol import (EarlyStop, MaskedModel, Memory, MemoryDraws, TaskBatches,
                                          empty_memory, join, output_mask, task_memory,
                                          task_scores)
 from geodesic.continual.tasks import Task, class_split, permuted
-from geodesic.core.objectives import anchored
 from geodesic.core.registry import Registry
 from geodesic.core.solvers import build_solver
 from geodesic.core.space import ParameterSpace
@@ -60,6 +61,7 @@ class GeodesicLearner:
     def __init__(self, s, task_inputs: int = 0):
         self.s, self.solver, self.first = s, build_solver(s), Template([], s)
         self.task_inputs = task_inputs
+        self.stored: Tensor | None = None  # anchor_target stored: the memory's entry outputs
 
     def learn(self, model: nn.Module, t: int, tasks: Sequence[Task], masks, memory: Memory,
               seed: int, callbacks=(), directory=None) -> tuple[int, int]:
@@ -75,7 +77,11 @@ class GeodesicLearner:
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
                               tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget,
                               labels)
-        objective = anchored(objective, s.anchor)
+        if s.anchor_target == "stored":  # the new examples' outputs, as the last task left them
+            known = 0 if self.stored is None else len(self.stored)
+            entered = memory_outputs(model, memory, known)
+            self.stored = entered if self.stored is None else torch.cat([self.stored, entered])
+        objective = anchor_toward(objective, s.anchor, s.anchor_target, metric, self.stored)
         path = walk(model, objective, metric, s, solver=self.solver, directory=directory,
                     callbacks=callbacks)
         return (path.records[-1]["evals"] if path.records else 0), path.steps

@@ -16,7 +16,8 @@ OWN_VALUES = {"geodesic_task_inputs": {"eta": "task_inputs_eta", "anchor": "task
                                   "anchor": "geodesic_replay_anchor",
                                   "cg_iters": "geodesic_replay_cg_iters",
                                   "beta": "geodesic_replay_beta",
-                                  "memory_labels": "geodesic_replay_labels"}}
+                                  "memory_labels": "geodesic_replay_labels",
+                                  "anchor_target": "geodesic_replay_anchor_target"}}
 
 
 @dataclass
@@ -65,12 +66,19 @@ class ContinualSettings(GeodesicSettings):
                                                "cg_iters)", low=1)
     task_inputs_beta: float | None = setting(None, "beta of geodesic_task_inputs (null: beta)",
                                              low=0.0, low_open=True)
+    anchor_target: str = setting("start", "what the anchor holds on the memory: start (the "
+                                 "task's starting outputs, the paper's) or stored (each "
+                                 "example's outputs when it entered the memory, as DER keeps "
+                                 "them)", choices=("start", "stored"))
     memory_labels: float = setting(0.0, "gamma: weight of the memory's labels (CE on a "
                                    "replay_batch of the memory) in the walk's loss (0: the "
                                    "paper's walk, inputs only)", low=0.0)
     geodesic_replay_labels: float = setting(1.0, "gamma of geodesic_replay, the paper's walk "
                                             "with the memory's labels in its loss", low=0.0,
                                             low_open=True)
+    geodesic_replay_anchor_target: str | None = setting(None, "anchor_target of "
+                                                        "geodesic_replay (null: anchor_target)",
+                                                        choices=("start", "stored"))
     geodesic_replay_eta: float | None = setting(None, "eta of geodesic_replay (null: eta)",
                                                 low=0.0, low_open=True)
     geodesic_replay_anchor: float | None = setting(None, "anchor of geodesic_replay (null: "

@@ -13,8 +13,8 @@ from geodesic.continual.settings import (CONTINUAL_BASELINES, CONTINUAL_GEODESIC
 from geodesic.core.path import checkpoint_files
 from geodesic.core.registry import UnknownNameError
 from geodesic.core.settings import ParamsError
-from geodesic.core.traverse import Callback
 from geodesic.params import parse_params
+from tests.helpers.callbacks import KillAfter
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,18 +151,6 @@ def test_registries_hold_exactly_the_params_names():
 def test_bad_continual_params_name_the_key_and_the_allowed_values(section, message):
     with pytest.raises(ParamsError, match=message):
         parse_params({"continual": section})
-
-
-class KillAfter(Callback):
-    """Counts the step records it sees and raises KeyboardInterrupt after ``limit`` of them."""
-
-    def __init__(self, limit=10 ** 9):
-        self.limit, self.calls = limit, 0
-
-    def on_step(self, record, w):
-        self.calls += 1
-        if self.calls > self.limit:
-            raise KeyboardInterrupt  # as a kill would stop it
 
 
 @pytest.mark.parametrize("name", ["finetune", "ewc", "si", "lwf", "replay", "derpp",

@@ -8,7 +8,8 @@ import torch
 from geodesic.common.data import Split
 from geodesic.common.models import build_model
 from geodesic.continual.baselines import Template
-from geodesic.continual.objective import LearnTask, MemoryLabels, MemoryMetric, task_metric
+from geodesic.continual.objective import (LearnTask, MemoryLabels, MemoryMetric, StoredAnchor,
+                                          memory_outputs, task_metric)
 from geodesic.continual.protocol import (EarlyStop, MemoryDraws, TaskBatches, empty_memory, join,
                                          masked_logits, output_mask, task_loss, task_memory)
 from geodesic.continual.settings import ContinualSettings
@@ -16,7 +17,7 @@ from geodesic.core.krylov import ConjugateGradient
 from geodesic.core.objectives import Anchor, Combined
 from geodesic.core.path import load_latest_checkpoint
 from geodesic.core.traverse import traverse
-from tests.helpers.callbacks import Kill
+from tests.helpers.callbacks import Kill, KillAfter
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -262,3 +263,59 @@ def test_skipping_the_memory_s_draw_gives_disjoint_examples(tasks):
     assert not (kept.x[:, None] == other.x[None]).flatten(2).all(-1).any()
     rows = lambda m: {tuple(x.flatten().tolist()) for x in m.x}
     assert rows(kept) | rows(other) == rows(both)
+
+
+def test_the_stored_anchor_pulls_each_held_row_toward_its_own_target(tasks, float64):
+    """v = -grad (1/|B|) sum_i h_i 1/2 ||z_i(w) - z*_i||^2 on the drawn rows (dense, exact)."""
+    tasks = double(tasks)
+    model, masks = first_task_network(tasks, scenario="class-il")
+    memory = task_memory(tasks[0], masks[0], 3, seed=0)
+    new = task_memory(tasks[1], masks[1], 2, seed=1)
+    metric = task_metric(model, memory, new, "logits", 5, seed=0)
+    targets = torch.randn(len(metric.inputs), 10)
+    w = metric.space.get(model) + 0.05 * torch.randn(metric.space.dim)
+    local = metric.at(w)
+    rows, held = local.rows, (local.rows < len(memory)).double()
+
+    def distance(v):
+        d = 0.5 * (metric.function(v, rows) - targets[rows]).pow(2).sum(-1)
+        return (d * held).sum() / len(rows)
+
+    v = StoredAnchor(targets).direction(w, local)
+    assert torch.allclose(v, -torch.autograd.functional.jacobian(distance, w), rtol=1e-9,
+                          atol=1e-12)
+
+
+def test_stored_targets_are_the_outputs_each_example_had_when_it_entered(tasks, tmp_path):
+    """anchor_target stored: the memory's rows of task j hold the network's masked outputs at
+    the end of task j; a killed and resumed sequence ends as an uninterrupted one."""
+    from geodesic.continual.run import GeodesicLearner, run_sequence
+
+    s = ContinualSettings(eta=0.5, anchor=2.0, anchor_target="stored", budget=30, patience=0,
+                          cg_iters=2, metric_batch=64, checkpoint_every=2)
+    ends = []
+
+    def run(directory=None, killer=None):
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 8, 8), 10, (32,))
+        learner = GeodesicLearner(s)
+        result = run_sequence(learner, model, tasks[:3], "task-il", 10, per_class=4, seed=0,
+                              callbacks=[killer or KillAfter()], directory=directory,
+                              on_task=lambda t, r: ends.append(memory_outputs(
+                                  model, task_memory(tasks[t], output_mask(
+                                      "task-il", tasks[t], 10), 4, seed=t))))
+        return result, learner, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    full, learner, w_full = run()
+    assert torch.equal(learner.stored, torch.cat(ends[:2]))  # tasks 0 and 1 entered
+    start = dataclasses.replace(s, anchor_target="start")
+    torch.manual_seed(0)
+    other = build_model("mlp", (1, 8, 8), 10, (32,))
+    run_sequence(GeodesicLearner(start), other, tasks[:3], "task-il", 10, per_class=4, seed=0)
+    assert not torch.equal(torch.cat([p.detach().flatten() for p in other.parameters()]), w_full)
+    counter = KillAfter()
+    run(killer=counter)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, KillAfter(counter.calls * 3 // 4))
+    resumed, _, w = run(tmp_path)
+    assert resumed.matrix == full.matrix and torch.equal(w, w_full)
