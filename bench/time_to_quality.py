@@ -87,8 +87,9 @@ def sparsify(params, inputs, ladder, step) -> dict[str, list[dict]]:
             settle_steps=scaled(s.settle_steps, f),
             max_steps=scaled(s.max_steps, f, len(s.levels)) if s.max_steps else 0)
 
-    def run(method: str, f: float, per_level: dict[str, float]):
-        budgets = {k: f * v for k, v in per_level.items()}
+    def run(method: str, f: float, per_level: dict[str, dict[str, float]]):
+        budgets = {seed: {k: f * v for k, v in levels.items()}
+                   for seed, levels in per_level.items()}
         out = run_trial("sparsify", method, settings(method, f),
                         dataclasses.replace(inputs, budgets=budgets))
         return step("sparsify", row(method, f, out.score, out.evals, out.seconds,
@@ -111,7 +112,7 @@ def continual(params, inputs, ladder, step) -> dict[str, list[dict]]:
 
     c = dataclasses.replace(params.continual, eval_every=NO_SCORING)
     rows = {}
-    for method in ["geodesic", *c.baselines]:
+    for method in [*c.geodesics, *c.baselines]:
         rows[method] = []
         for f in ladder:
             s = dataclasses.replace(c, budget=scaled(c.budget, f, 1))
@@ -177,7 +178,7 @@ class Steps:
 
 def planned(params, applications, ladder, seeds: int) -> float:
     methods = {"sparsify": list(params.sparsify.methods),
-               "continual": ["geodesic", *params.continual.baselines],
+               "continual": [*params.continual.geodesics, *params.continual.baselines],
                "connect": [*params.connect.geodesics, *params.connect.baselines]}
     per_seed = sum(0.05 if m in FIXED else max(ladder) if rule(a, m) == "prefix" else sum(ladder)
                    for a in applications for m in methods[a])

@@ -90,10 +90,19 @@ def test_markdown_names_the_verdict():
                    "1": seed([0.9, 0.97, 0.97, 0.97], [0.9, 0.9, 0.96, 0.96])})
     text = markdown({"preset": "p", "seeds": ["0", "1"], "ladder": list(LADDER),
                      "summary": {"connect": s}})
-    assert "**met**" in text and "| geodesic | prefix | 2/2 | 200 ± 0 |" in text
+    assert "**met by geodesic**" in text and "| geodesic | prefix | 2/2 | 200 ± 0 |" in text
     s = summarise({"0": seed([0.94] * 4, [0.9, 0.9, 0.95, 0.95])})
-    assert "reaches it in 0/1 seeds: **not met**" in markdown(
+    assert "geodesic reaches it in 0/1 seeds. **not met**" in markdown(
         {"preset": "p", "seeds": ["0"], "ladder": list(LADDER), "summary": {"connect": s}})
+
+
+def test_each_geodesic_is_judged_alone_and_none_is_a_baseline():
+    one = {**seed([0.9, 0.9, 0.96, 0.96], [0.9, 0.9, 0.95, 0.95]),
+           "geodesic_replay": rows("geodesic_replay", [0.9, 0.95, 0.99, 0.99])}
+    s = summarise({"0": one})
+    assert s["best_baseline"] == {"0": "bezier"}  # the variant's 0.99 sets no target
+    assert s["met_by"] == ["geodesic_replay"] and s["met"]
+    assert s["methods"]["geodesic"]["evals"] == (400, 0)  # the paper's walk: not within half
 
 
 def test_summary_keeps_the_final_parts():
