@@ -205,16 +205,23 @@ def test_a_killed_traversal_resumes_like_an_uninterrupted_one(tasks, tmp_path):
     assert strip(resumed.records) == strip(full.records)
 
 
-def test_geodesic_task_inputs_is_the_geodesic_with_new_inputs_and_its_own_values(tasks):
+def two_tasks(tasks, method, **settings):
+    """``method`` over the first two tasks (class-IL, 40 evaluations a task): the result and
+    the weights at the end."""
     from geodesic.continual.run import METHODS, run_sequence
 
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, (32,))
+    s = ContinualSettings(**{**dict(eta=0.5, anchor=1.0, budget=40, task_inputs=10, patience=0,
+                                    metric_batch=64, cg_iters=4, replay_batch=8), **settings})
+    result = run_sequence(METHODS.get(method)(s), model, tasks[:2], "class-il", 10, per_class=5,
+                          seed=0)
+    return result, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_geodesic_task_inputs_is_the_geodesic_with_new_inputs_and_its_own_values(tasks):
     def run(method, **own):
-        torch.manual_seed(0)
-        model = build_model("mlp", (1, 8, 8), 10, (32,))
-        s = ContinualSettings(eta=0.5, anchor=1.0, budget=40, task_inputs=10, patience=0,
-                              metric_batch=64, cg_iters=4, **own)
-        return run_sequence(METHODS.get(method)(s), model, tasks[:2], "class-il", 10,
-                            per_class=5, seed=0)
+        return two_tasks(tasks, method, **own)[0]
 
     plain, damped = run("geodesic"), run("geodesic_task_inputs")
     assert plain.matrix[0] == damped.matrix[0]  # the first task: the plain template
@@ -229,16 +236,8 @@ def test_geodesic_task_inputs_is_the_geodesic_with_new_inputs_and_its_own_values
 
 
 def test_geodesic_replay_is_the_geodesic_with_the_memory_s_labels_and_its_own_values(tasks):
-    from geodesic.continual.run import METHODS, run_sequence
-
     def run(method, **own):
-        torch.manual_seed(0)
-        model = build_model("mlp", (1, 8, 8), 10, (32,))
-        s = ContinualSettings(eta=0.5, anchor=1.0, budget=40, patience=0, metric_batch=64,
-                              cg_iters=4, replay_batch=8, **own)
-        result = run_sequence(METHODS.get(method)(s), model, tasks[:2], "class-il", 10,
-                              per_class=5, seed=0)
-        return result, torch.cat([p.detach().flatten() for p in model.parameters()])
+        return two_tasks(tasks, method, **own)
 
     (plain, w_plain), (labelled, w_labelled) = run("geodesic"), run(
         "geodesic_replay", geodesic_replay_labels=2.0)
