@@ -90,6 +90,11 @@ def test_bad_settings_are_refused_before_any_compute():
         geodesic.sparsify_network(small_net(0), torch.randn(8, 6), 0.5, etaa=0.1)
     with pytest.raises(ParamsError, match="connect.eta"):
         geodesic.connect_networks(small_net(0), small_net(1), torch.randn(8, 6), eta=-1.0)
+    x, y = torch.randn(8, 6), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ParamsError, match="continual.memory_labels = 1.0 .*inputs only"):
+        geodesic.learn_new_task(small_net(0), (x, y), x, memory_labels=1.0)
+    with pytest.raises(ParamsError, match="continual.anchor_target = 'stored' .*start"):
+        geodesic.learn_new_task(small_net(0), (x, y), x, anchor_target="stored")
 
 
 def test_the_old_key_of_the_anchor_weight_names_its_new_one():

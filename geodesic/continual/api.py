@@ -10,7 +10,7 @@ from geodesic.continual.protocol import EarlyStop, Memory, TaskBatches, per_clas
 from geodesic.continual.settings import ContinualSettings
 from geodesic.core.objectives import anchored
 from geodesic.core.path import Path
-from geodesic.core.settings import parse_section
+from geodesic.core.settings import ParamsError, parse_section
 from geodesic.core.space import eval_mode
 from geodesic.core.traverse import walk
 
@@ -30,6 +30,13 @@ def learn_new_task(model: nn.Module, task, memory, val=None, directory=None,
     geodesic_task_inputs does; unset: the memory alone), checked before any compute. Returns the
     path."""
     s: ContinualSettings = parse_section(ContinualSettings, settings, "continual")
+    if s.memory_labels > 0:
+        raise ParamsError("continual.memory_labels", s.memory_labels, "0 in learn_new_task: "
+                          "its memory is inputs only (the continual stage's geodesic_replay "
+                          "reads labels)")
+    if s.anchor_target != "start":
+        raise ParamsError("continual.anchor_target", s.anchor_target, "start in "
+                          "learn_new_task: one task, whose starting outputs are the ones kept")
     device = next(model.parameters()).device
     new = examples_from(task)
     held = examples_from(memory, labels=False)
