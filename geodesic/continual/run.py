@@ -19,9 +19,11 @@ Learners (registry ``METHODS``, built from the ``continual`` settings):
                False, so the anchor does not pull them back): g then measures the change of
                the new task's outputs as well, and each step is damped where the new task's
                loss curves, not only where the memory's outputs move.
-    geodesic_replay   the paper's walk with the memory's labels in its loss (``memory_labels``
-               gamma, a ``replay_batch`` of the memory a step, as replay and DER++ draw it):
-               the metric holds the memory's outputs, the labels pull them toward the truth.
+    geodesic_replay   the paper's metric with DER++'s two ingredients, each its own value:
+               the memory's labels in the walk's loss (``memory_labels`` gamma, a
+               ``replay_batch`` of the memory a step, as replay and DER++ draw it) and the
+               anchor's target (``anchor_target``: ``stored``, the outputs each example had
+               when it entered the memory, which the learner keeps from task to task).
     finetune, ewc, si, lwf, replay   the baseline template with that method's plugins.
 
 Callbacks see the steps of all tasks on one step axis (``Shifted``), one record per
@@ -65,6 +67,8 @@ class GeodesicLearner:
 
     def learn(self, model: nn.Module, t: int, tasks: Sequence[Task], masks, memory: Memory,
               seed: int, callbacks=(), directory=None) -> tuple[int, int]:
+        if t == 0:  # a new sequence: nothing is stored yet
+            self.stored = None
         if len(memory) == 0:
             return self.first.learn(model, t, tasks, masks, memory, seed, callbacks, directory)
         s = self.s
