@@ -108,7 +108,7 @@ def memory_outputs(model: nn.Module, memory: Memory, start: int = 0,
 
 
 def anchor_toward(objective: Objective, alpha: float, target: str, metric: FunctionalMetric,
-                  stored: Tensor) -> Objective:
+                  stored: Tensor | None) -> Objective:
     """v_objective - alpha grad D, D to the task's starting outputs (``start``) or to the
     ``stored`` outputs of the memory's rows (``stored``; the pool's other rows are not held)."""
     if target == "start":

@@ -81,8 +81,8 @@ class GeodesicLearner:
         objective = LearnTask(metric, TaskBatches(tasks[t].train, s.batch_size, seed), masks[t],
                               tasks[t].val, EarlyStop(s.stop_every, s.patience), s.budget,
                               labels)
-        if s.anchor_target == "stored":  # the new examples' outputs, as the last task left them
-            known = 0 if self.stored is None else len(self.stored)
+        known = 0 if self.stored is None else len(self.stored)
+        if s.anchor_target == "stored" and known < len(memory):  # as the last task left them
             entered = memory_outputs(model, memory, known)
             self.stored = entered if self.stored is None else torch.cat([self.stored, entered])
         objective = anchor_toward(objective, s.anchor, s.anchor_target, metric, self.stored)
