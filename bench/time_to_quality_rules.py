@@ -64,13 +64,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(per_seed: dict[str, dict[str, list[dict]]]) -> dict:
-    """Per method over the seeds (in the order given): times to quality, final scores (and
-    final ``parts``, e.g. per scenario, when rows have them); the target and whether met."""
+    """Per method over the seeds (in the order given; the methods every seed has): times to
+    quality, final scores (and final ``parts``, e.g. per scenario, when rows have them); the
+    target and whether met."""
     seeds = list(per_seed)
     best = {s: best_baseline(per_seed[s]) for s in seeds}
     target = {s: at_factor(per_seed[s][best[s]], 1.0)["score"] for s in seeds}
     methods = {}
-    for m in per_seed[seeds[0]]:
+    for m in [m for m in per_seed[seeds[0]] if all(m in per_seed[s] for s in seeds)]:
         times = [time_to(per_seed[s][m], target[s]) for s in seeds]
         finals = [at_factor(per_seed[s][m], 1.0) for s in seeds]
         found = [t for t in times if t is not None]

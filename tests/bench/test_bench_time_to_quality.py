@@ -116,3 +116,10 @@ def test_summary_keeps_the_final_parts():
     assert s["methods"]["bezier"]["final_parts"]["class-il"] == (0.81, 0.0)
     assert "final val parts" in markdown({"preset": "p", "seeds": ["0"], "ladder": list(LADDER),
                                           "summary": {"continual": s}})
+
+
+def test_a_method_missing_from_a_seed_is_left_out_of_the_summary():
+    with_variant = {**seed([0.96] * 4, [0.9, 0.9, 0.95, 0.95]),
+                    "geodesic_replay": rows("geodesic_replay", [0.97] * 4)}
+    s = summarise({"0": with_variant, "1": seed([0.96] * 4, [0.9, 0.9, 0.95, 0.95])})
+    assert "geodesic_replay" not in s["methods"] and s["methods"]["geodesic"]["reached"] == 2
