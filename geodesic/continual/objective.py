@@ -142,19 +142,20 @@ class LearnTask(Objective):
 
     def direction(self, w: Tensor, local) -> Tensor:
         x, y = (v.to(w.device) for v in self.batches.next())
-        batches = [(1.0, x, y, self.mask)]
-        if self.labels is not None:
-            memory = self.labels.memory
-            index = self.labels.draws.next(len(memory))
-            batches.append((self.labels.gamma, memory.x[index].to(w.device),
-                            memory.y[index].to(w.device), memory.masks[index]))
+        labels = self.labels
+        if labels is not None:
+            index = labels.draws.next(len(labels.memory))
+            xm, ym = (v[index].to(w.device) for v in (labels.memory.x, labels.memory.y))
 
         def loss(v: Tensor) -> tuple[Tensor, Tensor]:
-            parts = [task_loss(self.function(v, bx), by, bm) for _, bx, by, bm in batches]
-            return sum(c * part for (c, *_), part in zip(batches, parts)), parts[0]
+            task = task_loss(self.function(v, x), y, self.mask)
+            if labels is None:
+                return task, task
+            return task + labels.gamma * task_loss(self.function(v, xm), ym,
+                                                   labels.memory.masks[index]), task
 
         gradient, task = grad(loss, has_aux=True)(w)
-        self.grad_evals += len(batches)
+        self.grad_evals += 1 if labels is None else 2
         self.batch_loss = float(task)
         return -gradient
 
