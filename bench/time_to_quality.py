@@ -57,7 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, machine, write  # noqa: E402
-from bench.quality import NO_SCORING, Progress, scaled, source  # noqa: E402
+from bench.quality import NO_SCORING, Progress, scaled, source, timed_methods  # noqa: E402
 from bench.time_to_quality_rules import (FIXED, GEODESICS, HALF, markdown, prefixes,  # noqa: E402
                                          rule, summarise)
 
@@ -97,7 +97,7 @@ def sparsify(params, inputs, ladder, step) -> dict[str, list[dict]]:
 
     reference, per_level = run("geodesic", 1.0, {})
     rows = {}
-    for method in s.methods:
+    for method in timed_methods(s):
         if rule("sparsify", method) == "fixed":
             one = run(method, 1.0, per_level)[0]
             rows[method] = [{**one, "factor": f} for f in ladder]
@@ -177,7 +177,7 @@ class Steps:
 
 
 def planned(params, applications, ladder, seeds: int) -> float:
-    methods = {"sparsify": list(params.sparsify.methods),
+    methods = {"sparsify": timed_methods(params.sparsify),
                "continual": [*params.continual.geodesics, *params.continual.baselines],
                "connect": [*params.connect.geodesics, *params.connect.baselines]}
     per_seed = sum(0.05 if m in FIXED else max(ladder) if rule(a, m) == "prefix" else sum(ladder)

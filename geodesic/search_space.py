@@ -100,6 +100,7 @@ SPACES: dict[str, dict[str, list[Dimension]]] = {
                              Choice("distill_batch", (64, 128, 256, 512))],
         "imp": [LogRange("imp_lr", 1e-3, 0.3), Choice("imp_batch", (64, 128, 256)),
                 Choice("imp_rewind_epochs", (0, 1, 2))],
+        "imp_long": [],  # imp's values at imp_long_factor times the budget
     },
     "continual": {
         "geodesic": [LogRange("eta", 0.1, 5.0), LogRange("anchor", 0.1, 10.0),

@@ -9,6 +9,7 @@
     geodesic_task       the same plus task_beta times the labelled direction -grad L(w)
     magnitude, magnitude_finetune, distill_finetune, imp
                         the baselines of :mod:`geodesic.sparsify.baselines`
+    imp_long            imp given ``imp_long_factor`` times the geodesic's evaluations
 
 The geodesic runs first; the units it spent within each level (``level_budgets``) are the
 budgets of the equal-compute baselines. ``score`` turns results into the rows of
@@ -219,13 +220,21 @@ def _distill_finetune(ctx: SparsifyContext, directory=None, callbacks=()) -> Lev
 
 
 @SPARSIFY_METHODS.register("imp")
-def _imp(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
+def _imp(ctx: SparsifyContext, directory=None, callbacks=(), factor: float = 1.0
+         ) -> LevelResults:
+    """IMP with ``factor`` times the geodesic's evaluations at every level."""
     s, train = ctx.settings, ctx.split("train")
+    budgets = {name: factor * units for name, units in ctx.budgets.items()}
     return pruning.iterative_magnitude_pruning(
         ctx.model, ctx.space, ctx.projection, ctx.dense, _rewind_point(ctx, directory),
-        s.levels, ctx.budgets, s.metric_batch, _sgd(ctx, s.imp_lr, s.imp_batch),
+        s.levels, budgets, s.metric_batch, _sgd(ctx, s.imp_lr, s.imp_batch),
         pruning.label_loss(train.x, train.y), len(train), s.imp_fraction,
         _checkpoints(ctx, directory))
+
+
+@SPARSIFY_METHODS.register("imp_long")
+def _imp_long(ctx: SparsifyContext, directory=None, callbacks=()) -> LevelResults:
+    return _imp(ctx, directory, callbacks, ctx.settings.imp_long_factor)
 
 
 def _rewind_point(ctx: SparsifyContext, directory=None) -> Tensor:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from geodesic.core.settings import GeodesicSettings, ParamsError, setting
 
 SPARSIFY_METHODS = ("geodesic", "geodesic_task", "magnitude", "obd", "magnitude_finetune",
-                    "distill_finetune", "imp")
+                    "distill_finetune", "imp", "imp_long")
 TARGET_RULES = ("magnitude", "obd", "obd_layer")
-EQUAL_COMPUTE = ("magnitude_finetune", "distill_finetune", "imp")
+BUDGETED = ("magnitude_finetune", "distill_finetune", "imp", "imp_long")  # the walk's evals
+SCALED_COPIES = ("imp_long",)  # another method at a multiple of its budget: a ladder covers it
 
 
 class LevelSchedule:
@@ -75,15 +76,18 @@ class SparsifySettings(GeodesicSettings, LevelSchedule):
                                   low=0.0, high=1.0, high_open=True)
     imp_rewind_epochs: int = setting(1, "imp rewinds to the base network after this many "
                                      "epochs of its training", low=0)
+    imp_long_factor: float = setting(5.0, "imp_long is imp (its lr, batch, fraction, rewind) "
+                                     "given this many times the geodesic's evaluations at "
+                                     "every level", low=1.0)
     cpu_threads: int = setting(0, "CPU threads of torch (0: torch's default); small models run "
                            "fastest on 1", low=0)
 
     def validate(self, prefix: str) -> None:
         self.validate_schedule(prefix)
-        needs = [m for m in self.methods if m in EQUAL_COMPUTE]
+        needs = [m for m in self.methods if m in BUDGETED]
         if needs and "geodesic" not in self.methods:
             raise ParamsError(f"{prefix}.methods", self.methods,
-                              f"'geodesic' too: {', '.join(needs)} get its compute per level")
+                              f"'geodesic' too: {', '.join(needs)} get budgets from its compute per level")
         if self.settle_steps and self.anchor == 0 and "geodesic" in self.methods:
             raise ParamsError(f"{prefix}.settle_steps", self.settle_steps,
                               "0 when anchor is 0 (with no anchor the settling direction is 0)")

@@ -136,6 +136,27 @@ def test_imp_rewinds_to_the_early_weights_and_keeps_levels_exact():
     assert out["0.9"].grad_evals == 0
 
 
+def test_imp_long_is_imp_given_a_multiple_of_the_geodesics_evaluations():
+    """imp_long equals imp run on budgets scaled by imp_long_factor, bitwise, and spends more."""
+    from geodesic.sparsify.run import SPARSIFY_METHODS, SparsifyContext
+    from geodesic.sparsify.settings import SparsifySettings
+
+    s = SparsifySettings(levels=[0.5, 0.9], metric_batch=32, imp_batch=16, imp_lr=0.05,
+                         imp_rewind_epochs=0, imp_long_factor=3.0)
+    ctx = SparsifyContext(convnet(), digits_like(), s, lambda: convnet(5), TrainSettings())
+    walk = {"0.5": 2.0, "0.9": 3.0}
+    ctx.budgets = walk
+    long = SPARSIFY_METHODS.get("imp_long")(ctx)
+    short = SPARSIFY_METHODS.get("imp")(ctx)
+    ctx.budgets = {name: 3.0 * units for name, units in walk.items()}
+    scaled = SPARSIFY_METHODS.get("imp")(ctx)
+    for name in walk:
+        assert torch.equal(long[name].weights, scaled[name].weights)
+        assert long[name].grad_evals == scaled[name].grad_evals
+    assert long["0.9"].grad_evals > short["0.9"].grad_evals > 0
+    assert long["0.9"].grad_evals <= 3.0 * sum(walk.values())
+
+
 def test_early_weights_replay_the_base_training_run():
     data = digits_like()
     cfg = TrainSettings(lr=0.05, epochs=3, batch_size=16)
