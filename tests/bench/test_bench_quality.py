@@ -2,7 +2,7 @@
 import pytest
 
 from bench.quality import (holds_from, levels_to, repeated, scaled, time_to_quality,
-                           upper_bound, within)
+                           timed_methods, upper_bound, within)
 
 
 def rows(*flags):
@@ -42,3 +42,10 @@ def test_repeats_keep_the_first_run_and_the_median_time():
     assert row["repeats_agree"]
     runs = iter([{"acc": 0.5, "seconds": 1.0}])
     assert not repeated(lambda: next(runs), 2, first={"acc": 1.0, "seconds": 1.0})["repeats_agree"]
+
+
+def test_the_ladder_times_imp_but_not_imp_long_its_copy_at_five_times_the_budget():
+    from geodesic.sparsify.settings import SparsifySettings
+
+    s = SparsifySettings(methods=["geodesic", "imp", "imp_long", "distill_finetune"])
+    assert timed_methods(s) == ["geodesic", "imp", "distill_finetune"]
