@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: models, the SGD-step baseline, alternating timing, JSON.
+"""Shared pieces of the benchmarks: models, the SGD-step baseline, alternating timing, JSON,
+progress lines and the source a run came from.
 
 The unit of cost is one SGD step on the same batch: forward, cross-entropy, backward and a
 momentum-SGD update. The machines are shared and noisy, so every measured function is timed in
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import statistics
 import sys
 import time
@@ -174,3 +176,26 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+class Progress:
+    """Prints each line with the seconds since the benchmark started."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", flush=True)
+
+
+def source() -> dict:
+    """The commit the code ran from and the tracked files that differed from it."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    changed = [line.split(maxsplit=1)[-1] for line in
+               git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "HEAD") or None, "modified": changed}

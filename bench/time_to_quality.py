@@ -56,8 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, machine, write  # noqa: E402
-from bench.quality import NO_SCORING, Progress, scaled, source, timed_methods  # noqa: E402
+from bench.common import RESULTS, Progress, machine, source, write  # noqa: E402
+from bench.quality_rules import NO_SCORING, scaled, timed_methods  # noqa: E402
 from bench.time_to_quality_rules import (FIXED, GEODESICS, HALF, markdown, prefixes,  # noqa: E402
                                          rule, summarise)
 

@@ -1,7 +1,7 @@
 """The fixed rules of bench/quality.py's time-to-quality ladder (no benchmark figures)."""
 import pytest
 
-from bench.quality import (holds_from, levels_to, repeated, scaled, time_to_quality,
+from bench.quality_rules import (holds_from, levels_to, repeated, scaled, time_to_quality,
                            timed_methods, upper_bound, within)
 
 
